@@ -1,0 +1,119 @@
+"""Reading audio: any format soundfile reads, any rate, any channel count -> mono float32 at one rate.
+
+Everything that can go wrong with a user's file becomes an AudioError with a message naming the file, so that
+a batch can report it and go on with the next file.
+"""
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from esccli.errors import AudioError
+
+RESAMPLE_QUALITY = "HQ"  # soxr quality; the same one librosa uses by default ("soxr_hq")
+STREAM_BLOCK_SECONDS = 30.0  # how much audio `stream_audio` reads at a time
+
+
+def _check_path(path: Path) -> None:
+    if not path.exists():
+        raise AudioError(f"{path}: no such file")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a folder, not an audio file")
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise AudioError(f"{path}: cannot read ({e.strerror})") from None
+    if size == 0:
+        raise AudioError(f"{path}: empty file (0 bytes)")
+
+
+def _open(path: Path):
+    import soundfile as sf
+
+    _check_path(path)
+    try:
+        f = sf.SoundFile(str(path))
+    except PermissionError:
+        raise AudioError(f"{path}: permission denied") from None
+    except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / TypeError for bad data
+        detail = str(e).split("\n")[0].strip()
+        raise AudioError(f"{path}: not a readable audio file ({detail})") from None
+    if f.channels < 1 or f.samplerate <= 0:
+        f.close()
+        raise AudioError(f"{path}: the header declares {f.channels} channels at {f.samplerate} Hz")
+    return f
+
+
+def _to_mono(block: np.ndarray) -> np.ndarray:
+    return block.mean(axis=1, dtype=np.float32) if block.ndim == 2 else block.astype(np.float32)
+
+
+def _check_samples(path: Path, x: np.ndarray) -> np.ndarray:
+    if not np.all(np.isfinite(x)):
+        raise AudioError(f"{path}: contains NaN or infinite samples")
+    return x
+
+
+def resample(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    if orig_sr == target_sr:
+        return x.astype(np.float32, copy=False)
+    import soxr
+
+    return soxr.resample(x, orig_sr, target_sr, quality=RESAMPLE_QUALITY).astype(np.float32, copy=False)
+
+
+def audio_info(path: Path | str) -> tuple[int, int, float]:
+    """(sample rate, channels, duration in seconds) of a file, from its header."""
+    path = Path(path)
+    with _open(path) as f:
+        return f.samplerate, f.channels, f.frames / f.samplerate
+
+
+def load_audio(path: Path | str, sample_rate: int) -> np.ndarray:
+    """The whole file as mono float32 at `sample_rate` (for clips; use stream_audio for long recordings)."""
+    path = Path(path)
+    with _open(path) as f:
+        sr = f.samplerate
+        try:
+            x = f.read(dtype="float32", always_2d=True)
+        except Exception as e:
+            raise AudioError(f"{path}: damaged audio data ({str(e).splitlines()[0]})") from None
+    if x.shape[0] == 0:
+        raise AudioError(f"{path}: has no samples")
+    x = _check_samples(path, _to_mono(x))
+    return resample(x, sr, sample_rate)
+
+
+def stream_audio(path: Path | str, sample_rate: int, block_seconds: float = STREAM_BLOCK_SECONDS) -> Iterator[np.ndarray]:
+    """Yield consecutive mono float32 blocks at `sample_rate`, reading `block_seconds` of the file at a time.
+
+    Memory stays bounded by the block size whatever the file's length. Resampling is done by a streaming
+    resampler, so the concatenation of the blocks equals a whole-file resample up to filter edge effects.
+    """
+    path = Path(path)
+    with _open(path) as f:
+        sr = f.samplerate
+        stream = None
+        if sr != sample_rate:
+            import soxr
+
+            stream = soxr.ResampleStream(sr, sample_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY)
+        per_block = max(1, int(block_seconds * sr))
+        total = 0
+        while True:
+            try:
+                block = f.read(per_block, dtype="float32", always_2d=True)
+            except Exception as e:
+                raise AudioError(f"{path}: damaged audio data ({str(e).splitlines()[0]})") from None
+            last = block.shape[0] < per_block
+            total += block.shape[0]
+            x = _check_samples(path, _to_mono(block))
+            if stream is not None:
+                x = stream.resample_chunk(x, last=last)
+            if x.size:
+                yield x
+            if last:
+                break
+        if total == 0:
+            raise AudioError(f"{path}: has no samples")

@@ -1,0 +1,56 @@
+"""What every command shares: the two consoles, the data directory option, and error rendering.
+
+Progress, tables and messages go to stderr (`err`); results go to stdout (`out`), plain or as JSON, so that
+`esc predict x.wav --json | jq` works.
+"""
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+
+
+@dataclass
+class State:
+    data_dir: Path | None = None
+
+
+state = State()
+
+
+def layout():
+    from esccli.paths import layout as _layout
+
+    return _layout(state.data_dir)
+
+
+def print_json(obj) -> None:
+    """A result as JSON on stdout (plain print: no Rich markup or wrapping)."""
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def error_line(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+
+
+def warn_line(message: str) -> None:
+    err.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+
+
+def dim_line(message: str) -> None:
+    err.print(f"[dim]{message}[/]", soft_wrap=True)
+
+
+def progress_bar(transient: bool = True):
+    """A Rich progress bar on stderr with count, rate and time left."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=transient)

@@ -1,0 +1,103 @@
+"""Writing files so that a crash, a full disk or Ctrl-C never leaves a half-written one, and locking a
+folder against a second esc process.
+
+Every file esc writes goes through `atomic_write`: the data go to a temporary file in the same folder,
+are flushed to disk, and only then renamed over the target, so readers see the old file or the new one.
+"""
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from esccli.errors import EscError
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path, mode: str = "wb") -> Iterator[BinaryIO]:
+    """Open a temporary file next to `path`; on clean exit fsync it and rename it to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_write(path) as f:
+        f.write(data)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class LockBusy(EscError):
+    pass
+
+
+@contextlib.contextmanager
+def folder_lock(lock_path: Path, what: str, wait: bool = True) -> Iterator[None]:
+    """Hold an exclusive advisory lock on `lock_path` (created if needed) for the duration of the block.
+
+    With wait=True a second process blocks until the first is done (and then usually finds the work done);
+    with wait=False it fails at once with a message naming `what`.
+    """
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+b") as f:
+        _lock(f, wait, what)
+        try:
+            yield
+        finally:
+            _unlock(f)
+
+
+try:  # POSIX
+    import fcntl
+
+    def _lock(f, wait: bool, what: str) -> None:
+        flags = fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB)
+        try:
+            fcntl.flock(f.fileno(), flags)
+        except BlockingIOError:
+            raise LockBusy(f"another esc process is already busy with {what}", "wait for it to finish") from None
+
+    def _unlock(f) -> None:
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+except ImportError:  # Windows
+    import msvcrt
+
+    def _lock(f, wait: bool, what: str) -> None:
+        mode = msvcrt.LK_LOCK if wait else msvcrt.LK_NBLCK
+        try:
+            msvcrt.locking(f.fileno(), mode, 1)
+        except OSError:
+            raise LockBusy(f"another esc process is already busy with {what}", "wait for it to finish") from None
+
+    def _unlock(f) -> None:
+        f.seek(0)
+        msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)

@@ -1,0 +1,45 @@
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from esccli import __version__
+from esccli.cli import app
+
+runner = CliRunner()
+
+COMMANDS = ["fetch", "featurize", "train", "eval", "predict", "spectrogram"]
+
+
+def test_version():
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0
+    assert r.output.strip() == f"esc {__version__}"
+
+
+def test_help_lists_the_six_commands_with_descriptions():
+    r = runner.invoke(app, ["--help"])
+    assert r.exit_code == 0
+    lines = r.output.splitlines()
+    for cmd in COMMANDS:
+        line = next((l for l in lines if l.strip().startswith(cmd + " ")), None)
+        assert line is not None, cmd
+        assert len(line.split()) > 2, f"{cmd} has no description"
+
+
+def test_help_does_not_import_torch_or_librosa():
+    code = (
+        "import sys\n"
+        "from esccli.cli import app\n"
+        "try:\n    app(['--help'], prog_name='esc')\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'librosa', 'matplotlib', 'scipy') if m in sys.modules]\n"
+        "sys.stderr.write('HEAVY=' + ','.join(heavy))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "HEAVY=" in r.stderr
+    assert r.stderr.split("HEAVY=")[1].strip() == ""
+
+
+def test_python_dash_m_works():
+    r = subprocess.run([sys.executable, "-m", "esccli", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == f"esc {__version__}"
