@@ -24,3 +24,35 @@ def synth_dataset(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def synth_archive(tmp_path_factory, synth_dataset) -> Path:
     return make_archive(tmp_path_factory.mktemp("zip") / "ESC-50-master.zip", synth_dataset)
+
+
+# Small features (1 s clips, 32 mels) and a tiny network keep training in tests to seconds.
+TEST_PARAMS = dict(clip_seconds=1.0, n_mels=32)
+TINY_RECIPE = dict(arch_args={"stem": 8, "channels": [16, 32], "head": "flatten"}, epochs=10, batch_size=16, lr=3e-3, warmup_epochs=1,
+                   mixup_alpha=0.0, crop_frames=0, freq_masks=0, time_masks=0, label_smoothing=0.0)
+
+
+def tiny_recipe(**kw):
+    from esccli.recipes import get_recipe
+
+    return get_recipe("default").with_overrides(**{**TINY_RECIPE, **kw})
+
+
+@pytest.fixture(scope="session")
+def synth_features(tmp_path_factory, synth_dataset):
+    from esccli.features import FeatureParams
+    from esccli.featurize import load_or_build
+    from esccli.paths import layout
+
+    home = tmp_path_factory.mktemp("feat-home")
+    return load_or_build(layout(home), FeatureParams(**TEST_PARAMS), dataset_root=synth_dataset, jobs=1)
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory, synth_features) -> Path:
+    """A tiny escnet trained on the synthetic dataset with fold 5 held out (read-only: copy before changing)."""
+    from esccli.train import train
+
+    path = tmp_path_factory.mktemp("models") / "tiny.pt"
+    train(synth_features, tiny_recipe(), path, fold=5, seed=0)
+    return path

@@ -14,3 +14,7 @@ app.command("train")(train)
 app.command("eval")(evaluate)
 app.command("predict")(predict)
 app.command("spectrogram")(spectrogram)
+
+from esccli.cli.models import models  # noqa: E402
+
+app.command("models")(models)

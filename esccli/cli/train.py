@@ -1,8 +1,147 @@
-"""`esc train` (not yet implemented)."""
+"""`esc train`: train a model with one fold held out, or all five in turn (--cv)."""
 
-from esccli.errors import EscError
+import shlex
+import sys
+from typing import Optional
+
+import typer
+
+from esccli.cli import common
+
+DEVICES = ["auto", "cpu", "cuda", "mps"]
 
 
-def train() -> None:
-    """Not yet implemented."""
-    raise EscError("not implemented yet")
+def _fmt(x, pct: bool = False) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.1%}" if pct else f"{x:.3f}"
+
+
+def epoch_line(s, prefix: str = "") -> str:
+    return (f"{prefix}epoch {s.epoch:>3}/{s.epochs}  loss {s.train_loss:.3f}  val loss {_fmt(s.val_loss)}  "
+            f"val acc {_fmt(s.val_acc, True)}  lr {s.lr:.2e}  {s.seconds:.1f}s")
+
+
+def train(
+    preset: Optional[str] = typer.Option(None, "--preset", "--recipe", help="Training recipe: default, fast, or seed (the student notebook, exactly)."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture: escnet (default) or seed; --arch seed alone selects the seed recipe."),
+    fold: int = typer.Option(5, "--fold", min=1, max=5, help="The fold held out for validation."),
+    cv: bool = typer.Option(False, "--cv", help="5-fold cross-validation: train five models, report mean +- std."),
+    all_folds: bool = typer.Option(False, "--all", help="Train on all five folds (no held-out score; for a final model)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs [default: the recipe's]."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Batch size [default: the recipe's]."),
+    lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Peak learning rate [default: the recipe's]."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same model on the same machine."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    name: Optional[str] = typer.Option(None, "--name", help="Model name in the store [default: <recipe>-fold<k>, <recipe>-cv, <recipe>-all]."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, max=5, help="With --cv: folds trained in parallel processes."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run with the same settings."),
+    save_best: bool = typer.Option(False, "--save-best", help="Also save the best-by-validation epoch as <name>.best (its score is not a held-out result)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite a model of the same name."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+) -> None:
+    """Train a classifier on ESC-50 (fold 5 held out by default; --cv for all five)."""
+    from esccli import store
+    from esccli.crossval import fold_name, run_cv
+    from esccli.errors import EscError
+    from esccli.features import PRESETS
+    from esccli.recipes import RECIPES, get_recipe
+    from esccli.train import pick_device, set_threads
+    from esccli.train import train as train_model
+
+    if device not in DEVICES:
+        raise EscError(f"unknown device {device!r}", f"choose one of: {', '.join(DEVICES)}")
+    if cv and all_folds:
+        raise EscError("--cv and --all exclude each other")
+    if arch is not None and arch not in ("escnet", "seed"):
+        raise EscError(f"unknown architecture {arch!r}", "choose escnet or seed")
+    preset = preset or ("seed" if arch == "seed" else "default")
+    if preset not in RECIPES:
+        raise EscError(f"unknown recipe {preset!r}", f"choose one of: {', '.join(RECIPES)}")
+    recipe = get_recipe(preset)
+    if arch is not None and arch != recipe.arch:
+        recipe = recipe.with_overrides(arch=arch, arch_args={})
+    recipe = recipe.with_overrides(epochs=epochs, batch_size=batch_size, lr=lr)
+    dev = pick_device(device)
+    set_threads(jobs if cv else 1)
+    held_out = None if all_folds else fold
+    name = store.valid_name(name or (f"{preset}-cv" if cv else f"{preset}-all" if all_folds else f"{preset}-fold{fold}"))
+    layout = common.layout()
+    command = "esc " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+    targets = [fold_name(name, k) for k in range(1, 6)] if cv else [name]
+    if not (force or resume):
+        taken = [t for t in targets if store.model_path(layout, t).exists()]
+        if taken:
+            raise EscError(f"a model named {taken[0]!r} exists already", "use --name, --force to overwrite, or --resume")
+
+    from esccli.cli.featurize import build_features
+
+    fs = build_features(PRESETS[recipe.features])
+    common.dim_line(f"recipe {preset}: {recipe.arch}, {recipe.epochs} epochs, batch {recipe.batch_size}, lr {recipe.lr:g}, "
+                    f"device {dev}" + ("" if cv else f", {'all folds' if held_out is None else f'fold {held_out} held out'}"))
+
+    with common.progress_bar(transient=True) as bar:
+        task = bar.add_task("epoch", total=None)
+
+        def on_step(step: int, steps: int) -> None:
+            bar.update(task, completed=step, total=steps)
+
+        def on_epoch(s, prefix: str = "") -> None:
+            bar.console.print(epoch_line(s, prefix), highlight=False)
+            bar.update(task, completed=0, description=f"{prefix}epoch {s.epoch + 1}" if s.epoch < s.epochs else "done")
+
+        if cv:
+            result = run_cv(fs, recipe, layout.models, name, seed=seed, device=dev, jobs=jobs, resume=resume,
+                            command=command, on_epoch=lambda k, s: on_epoch(s, f"fold {k} "), on_step=on_step,
+                            on_fold=lambda k, acc, secs: bar.console.print(
+                                f"[bold]fold {k}: {acc:.1%}[/] ({secs / 60:.1f} min)"))
+        else:
+            result = train_model(fs, recipe, store.model_path(layout, name), fold=held_out, seed=seed, device=dev,
+                                 resume=resume, save_best=save_best, name=name, command=command,
+                                 on_epoch=on_epoch, on_step=on_step)
+
+    if cv:
+        render_cv(result, as_json)
+    else:
+        render_run(result, as_json)
+
+
+def render_cv(result, as_json: bool) -> None:
+    from rich.table import Table
+
+    mean, std = result.mean_std
+    if as_json:
+        common.print_json(result.to_dict())
+        return
+    t = Table(title=f"5-fold cross-validation: {result.name}")
+    t.add_column("fold", justify="right")
+    t.add_column("accuracy", justify="right")
+    t.add_column("minutes", justify="right")
+    for k in sorted(result.folds):
+        t.add_row(str(k), f"{result.folds[k]:.2%}", f"{result.seconds[k] / 60:.1f}")
+    t.add_row("mean", f"{mean:.2%} ± {std:.2%}", f"{sum(result.seconds.values()) / 60:.1f}", style="bold")
+    common.err.print(t)
+    common.out.print(f"{mean:.4f} {std:.4f}")
+
+
+def render_run(result, as_json: bool) -> None:
+    from rich.table import Table
+
+    t_meta = result.meta["train"]
+    metrics = t_meta["metrics"]
+    if as_json:
+        common.print_json({"name": result.meta["name"], "path": str(result.path), "fold": t_meta["fold"],
+                           "epochs": t_meta["epochs_done"], "seconds": t_meta["seconds"], **metrics})
+        return
+    t = Table(title=f"trained {result.meta['name']}")
+    t.add_column("")
+    t.add_column("")
+    t.add_row("model file", str(result.path))
+    t.add_row("held-out fold", str(t_meta["fold"]) if t_meta["fold"] else "none (trained on all folds)")
+    t.add_row("epochs", str(t_meta["epochs_done"]) + (f" (resumed after {result.resumed_from})" if result.resumed_from else ""))
+    t.add_row("time", f"{t_meta['seconds'] / 60:.1f} min")
+    if metrics.get("val_acc") is not None:
+        t.add_row("final-epoch accuracy", f"{metrics['val_acc']:.2%}")
+    common.err.print(t)
+    common.out.print(str(result.path))

@@ -1,0 +1,140 @@
+"""Model files: weights plus everything needed to use them, saved atomically, loaded without unpickling code.
+
+A model file is a torch.save'd dict of plain types and tensors only, so that torch.load(weights_only=True)
+reads it and a crafted pickle cannot run code:
+
+    format, format_version, esc_version
+    model:    ModelConfig as a dict (architecture, its arguments, input size, number of classes)
+    features: FeatureParams as a dict
+    classes:  the class names, in output order
+    train:    recipe, held-out fold (None when trained on everything), seed, history, metrics, date, command
+    state_dict, state_sha256 (a checksum of the weights, checked on load)
+    optimizer (resume files only)
+"""
+
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from esccli import __version__
+from esccli.errors import ModelError
+from esccli.features import FeatureParams
+from esccli.fsutil import atomic_write
+
+FORMAT = "esc-model"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class LoadedModel:
+    model: object  # torch.nn.Module, in eval mode
+    meta: dict  # the file's dict without state_dict/optimizer
+    path: Path | None
+
+    @property
+    def params(self) -> FeatureParams:
+        return FeatureParams.from_dict(self.meta["features"])
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+    @property
+    def fold(self) -> int | None:
+        return self.meta["train"].get("fold")
+
+    @property
+    def name(self) -> str:
+        return self.meta.get("name") or (self.path.stem if self.path else "model")
+
+
+def state_checksum(state_dict) -> str:
+    h = hashlib.sha256()
+    for k in sorted(state_dict):
+        t = state_dict[k]
+        h.update(k.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(dtype=_byte_dtype()).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _byte_dtype():
+    import torch
+
+    return torch.uint8
+
+
+def save(path: Path, meta: dict, state_dict, optimizer_state=None) -> None:
+    """Write a model (or resume) file atomically: a crash or a full disk leaves the previous file intact."""
+    import torch
+
+    blob = dict(meta)
+    blob.update(format=FORMAT, format_version=FORMAT_VERSION, esc_version=__version__,
+                state_dict=state_dict, state_sha256=state_checksum(state_dict))
+    if optimizer_state is not None:
+        blob["optimizer"] = optimizer_state
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    with atomic_write(Path(path)) as f:
+        f.write(buf.getbuffer())
+
+
+def read(path: Path) -> dict:
+    """The raw dict of a model file, checked: readable, the right format and version, weights intact."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"no model file at {path}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ModelError(f"{path}: refused to load: it contains objects other than weights and plain data "
+                         f"({str(e).splitlines()[0][:120]})") from None
+    except Exception as e:
+        raise ModelError(f"{path}: not a readable model file (truncated or damaged: {type(e).__name__})") from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ModelError(f"{path}: not an esc model file")
+    if blob.get("format_version") != FORMAT_VERSION:
+        raise ModelError(f"{path}: model file format {blob.get('format_version')} (from esc {blob.get('esc_version')}) "
+                         f"is not supported by esc {__version__} (format {FORMAT_VERSION})",
+                         "retrain it with this version, or use the esc version that made it")
+    for key in ("model", "features", "classes", "train", "state_dict", "state_sha256"):
+        if key not in blob:
+            raise ModelError(f"{path}: model file lacks its {key!r} entry")
+    if state_checksum(blob["state_dict"]) != blob["state_sha256"]:
+        raise ModelError(f"{path}: the weights do not match their checksum (the file is damaged)")
+    return blob
+
+
+def load(path: Path, device: str = "cpu") -> LoadedModel:
+    """A ready-to-use model (eval mode) and its metadata."""
+    from esccli.models import ModelConfig, build_model
+
+    blob = read(path)
+    try:
+        config = ModelConfig.from_dict(blob["model"])
+        model = build_model(config)
+        model.load_state_dict(blob["state_dict"])
+        FeatureParams.from_dict(blob["features"])
+    except (TypeError, ValueError, RuntimeError, KeyError) as e:
+        raise ModelError(f"{path}: the model description does not match its weights ({str(e).splitlines()[0][:160]})") from None
+    model.to(device).eval()
+    meta = {k: v for k, v in blob.items() if k not in ("state_dict", "optimizer")}
+    return LoadedModel(model, meta, Path(path))
+
+
+def read_meta(path: Path) -> dict:
+    """A model file's metadata only (weights memory-mapped, not checked): for listing many models quickly."""
+    import torch
+
+    try:
+        blob = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:
+        raise ModelError(f"{path}: not a readable model file ({type(e).__name__})") from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ModelError(f"{path}: not an esc model file")
+    return {k: v for k, v in blob.items() if k not in ("state_dict", "optimizer")}

@@ -1,0 +1,39 @@
+"""`esc models`: list the trained models, or choose the default one."""
+
+from typing import Optional
+
+import typer
+
+from esccli.cli import common
+
+
+def models(
+    default: Optional[str] = typer.Option(None, "--default", help="Make this model the default for predict and eval."),
+    as_json: bool = typer.Option(False, "--json", help="Print the list as JSON on stdout."),
+) -> None:
+    """List trained models (fold, accuracy, date) or set the default one."""
+    from rich.table import Table
+
+    from esccli import store
+
+    layout = common.layout()
+    if default:
+        store.set_default(layout, default)
+        common.err.print(f"default model: {default}")
+    infos = store.list_models(layout)
+    builtin = store.BUILTIN_PATH.is_file()
+    if as_json:
+        common.print_json([{**i.__dict__, "path": str(i.path)} for i in infos])
+        return
+    if not infos:
+        common.err.print("no trained models" + (" (predict uses the built-in model)" if builtin else "")
+                         + "; train one with `esc train`")
+        return
+    t = Table(title=f"models in {layout.models}")
+    for col in ("", "name", "arch", "held-out fold", "accuracy", "epochs", "created"):
+        t.add_column(col)
+    for i in infos:
+        acc = "-" if i.val_acc is None else f"{i.val_acc:.2%}" + (" (picked on fold)" if i.selected_on_fold else "")
+        t.add_row("*" if i.is_default else "", i.name, i.arch, "all" if i.fold is None and not i.error else str(i.fold or "-"),
+                  i.error or acc, str(i.epochs or "-"), (i.created or "-")[:16].replace("T", " "))
+    common.out.print(t)

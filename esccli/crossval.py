@@ -1,0 +1,108 @@
+"""The standard ESC-50 protocol: train with each of the five folds held out in turn, report mean +- std.
+
+Fold models are stored as `<name>-fold<k>`; the summary `<name>.cv.json` is rewritten after each fold, so an
+interrupted cross-validation resumed with `resume=True` skips the folds that are done. With jobs > 1, folds
+train in parallel processes, each with its share of the cores.
+"""
+
+import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from esccli import checkpoint
+from esccli.dataset import NUM_FOLDS
+from esccli.fsutil import atomic_write_text
+from esccli.metrics import mean_std
+from esccli.recipes import Recipe
+
+
+@dataclass
+class CVResult:
+    name: str
+    folds: dict[int, float] = field(default_factory=dict)  # fold -> final-epoch accuracy on that fold
+    seconds: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def mean_std(self) -> tuple[float, float]:
+        return mean_std(list(self.folds.values()))
+
+    def to_dict(self) -> dict:
+        mean, std = self.mean_std if self.folds else (None, None)
+        return {"name": self.name, "folds": {str(k): v for k, v in sorted(self.folds.items())},
+                "seconds": {str(k): v for k, v in sorted(self.seconds.items())}, "mean": mean, "std": std}
+
+
+def fold_name(name: str, fold: int) -> str:
+    return f"{name}-fold{fold}"
+
+
+def summary_path(models_dir: Path, name: str) -> Path:
+    return Path(models_dir) / f"{name}.cv.json"
+
+
+def _done(path: Path, recipe: Recipe, seed: int, fold: int) -> tuple[float, float] | None:
+    """(accuracy, seconds) of a finished fold model made with these settings, else None."""
+    if not path.is_file():
+        return None
+    meta = checkpoint.read_meta(path)
+    t = meta["train"]
+    if t.get("recipe") != recipe.to_dict() or t.get("seed") != seed or t.get("fold") != fold:
+        return None
+    return t["metrics"]["val_acc"], t.get("seconds", 0.0)
+
+
+def run_cv(fs, recipe: Recipe, models_dir: Path, name: str, seed: int = 0, device: str = "cpu", jobs: int = 1,
+           resume: bool = False, command: str = "", folds: list[int] | None = None,
+           on_epoch: Callable | None = None, on_step: Callable | None = None,
+           on_fold: Callable[[int, float, float], None] | None = None) -> CVResult:
+    from esccli.train import train
+
+    folds = folds or list(range(1, NUM_FOLDS + 1))
+    result = CVResult(name)
+    todo = []
+    for k in folds:
+        path = Path(models_dir) / f"{fold_name(name, k)}.pt"
+        done = _done(path, recipe, seed, k) if resume else None
+        if done:
+            result.folds[k], result.seconds[k] = done
+            if on_fold:
+                on_fold(k, *done)
+        else:
+            todo.append((k, path))
+
+    def record(k: int, acc: float, secs: float) -> None:
+        result.folds[k], result.seconds[k] = acc, secs
+        atomic_write_text(summary_path(models_dir, name), json.dumps(result.to_dict(), indent=2))
+        if on_fold:
+            on_fold(k, acc, secs)
+
+    if jobs <= 1:
+        for k, path in todo:
+            r = train(fs, recipe, path, fold=k, seed=seed, device=device, resume=resume and path.with_suffix(".resume.pt").exists(),
+                      name=fold_name(name, k), command=command,
+                      on_epoch=(lambda s, k=k: on_epoch(k, s)) if on_epoch else None, on_step=on_step)
+            record(k, r.meta["train"]["metrics"]["val_acc"], r.meta["train"]["seconds"])
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            futures = {pool.submit(_train_fold_worker, fs, recipe, str(path), k, seed, device, resume, name, command, jobs): k
+                       for k, path in todo}
+            for fut in as_completed(futures):
+                k = futures[fut]
+                acc, secs = fut.result()
+                record(k, acc, secs)
+    atomic_write_text(summary_path(models_dir, name), json.dumps(result.to_dict(), indent=2))
+    return result
+
+
+def _train_fold_worker(fs, recipe, path, fold, seed, device, resume, name, command, jobs):
+    from esccli.train import set_threads, train
+
+    set_threads(jobs)
+    path = Path(path)
+    r = train(fs, recipe, path, fold=fold, seed=seed, device=device,
+              resume=resume and path.with_suffix(".resume.pt").exists(), name=fold_name(name, fold), command=command)
+    return r.meta["train"]["metrics"]["val_acc"], r.meta["train"]["seconds"]

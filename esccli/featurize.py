@@ -1,0 +1,169 @@
+"""The feature cache: log-mel spectrograms of every ESC-50 clip, computed once and kept on disk.
+
+A cache lives in `<data>/features/<params key>-<csv hash>/` as `features.npy` (float16 [clips, n_mels, frames])
+and `index.json` (the parameters, each clip's name, fold and target, the array's shape and sha256). Changing a
+feature parameter or the dataset names a new cache; a cache whose checksum or shape does not match is rebuilt,
+never used. Clips are decoded and transformed by `jobs` worker processes in chunks.
+"""
+
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from esccli import __version__
+from esccli.audio import load_audio
+from esccli.dataset import META_CSV, Clip, audio_path, read_metadata
+from esccli.errors import DatasetError
+from esccli.features import FeatureParams, log_mel
+from esccli.fsutil import atomic_write, atomic_write_text, folder_lock, sha256_bytes, sha256_file
+from esccli.paths import Layout
+
+CACHE_FORMAT = 1
+CHUNK = 32  # clips per worker task
+
+
+@dataclass
+class FeatureSet:
+    """All clips' features in memory, with what is needed to split them by fold."""
+
+    features: np.ndarray  # float16 [clips, n_mels, frames]
+    targets: np.ndarray  # int64 [clips]
+    folds: np.ndarray  # int64 [clips]
+    filenames: list[str]
+    params: FeatureParams
+    path: Path | None = None  # the cache folder it came from
+    built: bool = False  # True when this call computed it, False when it was read from the cache
+
+    def __len__(self) -> int:
+        return len(self.filenames)
+
+
+def cache_dir(layout: Layout, params: FeatureParams, csv_sha: str) -> Path:
+    return layout.features / f"{params.key()}-{csv_sha[:8]}"
+
+
+def default_jobs() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def load_or_build(
+    layout: Layout,
+    params: FeatureParams,
+    dataset_root: Path | None = None,
+    jobs: int | None = None,
+    rebuild: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> FeatureSet:
+    """The features of every clip for `params`: from the cache when it is intact, else computed and cached."""
+    params.validate()
+    root = Path(dataset_root) if dataset_root else layout.dataset
+    if not (root / META_CSV).is_file():
+        raise DatasetError(f"ESC-50 is not installed in {root}", "run `esc fetch` first")
+    csv_sha = sha256_file(root / META_CSV)
+    folder = cache_dir(layout, params, csv_sha)
+    with folder_lock(layout.locks / f"features-{folder.name}.lock", "the feature cache"):
+        if not rebuild:
+            cached = read_cache(folder, params)
+            if cached is not None:
+                return cached
+        clips = read_metadata(root)
+        features = compute_features(root, clips, params, jobs or default_jobs(), progress)
+        fs = FeatureSet(features, np.array([c.target for c in clips], np.int64), np.array([c.fold for c in clips], np.int64),
+                        [c.filename for c in clips], params, folder, built=True)
+        write_cache(folder, fs, csv_sha)
+        return fs
+
+
+def compute_features(root: Path, clips: list[Clip], params: FeatureParams, jobs: int,
+                     progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    paths = []
+    for c in clips:
+        p = audio_path(root, c.filename)
+        if p is None:
+            raise DatasetError(f"{c.filename} is listed in the csv but missing from {root / 'audio'}",
+                               "run `esc fetch --force` to reinstall ESC-50")
+        paths.append(str(p))
+    out = np.empty((len(paths), params.n_mels, params.frames), np.float16)
+    chunks = [(i, paths[i:i + CHUNK]) for i in range(0, len(paths), CHUNK)]
+    done = 0
+    if jobs <= 1:
+        results = (( i, _featurize_files(ps, params)) for i, ps in chunks)
+        for i, feats in results:
+            out[i:i + len(feats)] = feats
+            done += len(feats)
+            if progress:
+                progress(done, len(paths))
+        return out
+    with ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init) as pool:
+        futures = {pool.submit(_featurize_files, ps, params): i for i, ps in chunks}
+        from concurrent.futures import as_completed
+
+        for fut in as_completed(futures):
+            i = futures[fut]
+            feats = fut.result()
+            out[i:i + len(feats)] = feats
+            done += len(feats)
+            if progress:
+                progress(done, len(paths))
+    return out
+
+
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _featurize_files(paths: list[str], params: FeatureParams) -> np.ndarray:
+    waves = np.stack([_fit(load_audio(p, params.sample_rate), params.clip_samples) for p in paths])
+    return log_mel(waves, params).astype(np.float16)
+
+
+def _fit(x: np.ndarray, n: int) -> np.ndarray:
+    return x[:n] if x.size >= n else np.pad(x, (0, n - x.size))
+
+
+def write_cache(folder: Path, fs: FeatureSet, csv_sha: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_write(folder / "features.npy") as f:
+        np.save(f, fs.features, allow_pickle=False)
+    index = {
+        "format": CACHE_FORMAT,
+        "esc_version": __version__,
+        "params": fs.params.to_dict(),
+        "csv_sha256": csv_sha,
+        "shape": list(fs.features.shape),
+        "dtype": str(fs.features.dtype),
+        "sha256": sha256_file(folder / "features.npy"),
+        "clips": [{"filename": n, "fold": int(f), "target": int(t)} for n, f, t in zip(fs.filenames, fs.folds, fs.targets)],
+    }
+    atomic_write_text(folder / "index.json", json.dumps(index))  # written last: its presence marks a whole cache
+
+
+def read_cache(folder: Path, params: FeatureParams) -> FeatureSet | None:
+    """The cached FeatureSet, or None when the cache is missing, damaged or for other parameters."""
+    try:
+        index = json.loads((folder / "index.json").read_text())
+        if index.get("format") != CACHE_FORMAT or FeatureParams.from_dict(index["params"]) != params:
+            return None
+        npy = folder / "features.npy"
+        if sha256_file(npy) != index["sha256"]:
+            return None
+        features = np.load(npy, allow_pickle=False)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    clips = index["clips"]
+    if list(features.shape) != index["shape"] or features.shape[0] != len(clips) \
+            or features.shape[1:] != (params.n_mels, params.frames):
+        return None
+    return FeatureSet(features, np.array([c["target"] for c in clips], np.int64),
+                      np.array([c["fold"] for c in clips], np.int64), [c["filename"] for c in clips], params, folder)
+
+
+def index_sha(fs: FeatureSet) -> str:
+    return sha256_bytes(json.dumps(fs.filenames).encode())

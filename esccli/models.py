@@ -1,0 +1,103 @@
+"""The networks, and the small dataclass that says which one a checkpoint holds.
+
+- `seed`: the student notebook's CNN, kept faithful as the baseline: four blocks of conv3x3 + BN + ReLU +
+  maxpool 2x2 (64, 128, 256, 512 channels), flatten, FC 1024 + ReLU, dropout 0.5, FC 50. Its flattened layer
+  makes it ~110 M parameters on 128 x 431 inputs, which is what makes it slow on a CPU.
+- `escnet`: the default. A VGG-style CNN sized for a CPU: few channels at full resolution, two convs per stage
+  after that, average pooling, and a global pooling head (mean over frequency, then max + mean over time), so
+  it accepts any number of frames (crops in training, whole clips at test time).
+"""
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str
+    n_classes: int
+    n_mels: int
+    frames: int
+    args: dict = field(default_factory=dict)  # architecture-specific keyword arguments
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        return cls(**d)
+
+
+def conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+
+class SeedCNN(nn.Module):
+    """The student notebook's network (see module docstring)."""
+
+    def __init__(self, n_mels: int, frames: int, n_classes: int, channels=(64, 128, 256, 512), hidden: int = 1024,
+                 dropout: float = 0.5):
+        super().__init__()
+        layers, c_in = [], 1
+        for c in channels:
+            layers += conv_bn_relu(c_in, c) + [nn.MaxPool2d(2)]
+            c_in = c
+        self.features = nn.Sequential(*layers)
+        h, w = n_mels, frames
+        for _ in channels:
+            h, w = h // 2, w // 2
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(c_in * h * w, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(hidden, n_classes),
+        )
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+class EscNet(nn.Module):
+    """The efficient default (see module docstring). x: [batch, 1, n_mels, frames] -> logits [batch, n_classes]."""
+
+    def __init__(self, n_mels: int, frames: int, n_classes: int, stem: int = 32, channels=(64, 128, 256),
+                 dropout: float = 0.3, head: str = "mean"):
+        super().__init__()
+        if head not in ("mean", "flatten"):
+            raise ValueError(f"head must be 'mean' or 'flatten', not {head!r}")
+        self.head = head
+        layers = conv_bn_relu(1, stem) + [nn.AvgPool2d(2)]
+        c_in = stem
+        for i, c in enumerate(channels):
+            layers += conv_bn_relu(c_in, c) + conv_bn_relu(c, c)
+            if i < len(channels) - 1:
+                layers.append(nn.AvgPool2d(2))
+            c_in = c
+        self.features = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(dropout)
+        bins = n_mels // 2 ** len(channels)  # frequency bins left after the poolings
+        self.fc = nn.Linear(c_in * (bins if head == "flatten" else 1), n_classes)
+
+    def forward(self, x):
+        x = self.features(x)
+        if self.head == "mean":
+            x = x.mean(dim=2)  # mean over frequency -> [batch, channels, time]
+        else:
+            x = x.flatten(1, 2)  # keep where in frequency: [batch, channels * bins, time]
+        x = x.amax(dim=2) + x.mean(dim=2)  # max + mean over time
+        return self.fc(self.dropout(x))
+
+
+ARCHITECTURES = {"seed": SeedCNN, "escnet": EscNet}
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    try:
+        cls = ARCHITECTURES[config.arch]
+    except KeyError:
+        raise ValueError(f"unknown architecture {config.arch!r}; known: {', '.join(ARCHITECTURES)}") from None
+    return cls(n_mels=config.n_mels, frames=config.frames, n_classes=config.n_classes, **config.args)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,62 @@
+"""Training recipes: everything that decides how a model is trained, by name.
+
+`seed` is the student notebook, exactly. `default` and `fast` are esc's own, chosen by 5-fold
+cross-validation on ESC-50 (docs/ablation.md has the figures behind each choice).
+"""
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+
+@dataclass(frozen=True)
+class Recipe:
+    arch: str = "escnet"
+    arch_args: dict = field(default_factory=dict)
+    features: str = "default"  # a features.PRESETS name
+    epochs: int = 80
+    batch_size: int = 32
+    optimizer: str = "adamw"  # "adamw" | "adam"
+    lr: float = 2e-3
+    weight_decay: float = 1e-3
+    schedule: str = "onecycle"  # "onecycle": linear warm-up then cosine to zero; "step": lr * gamma^(epoch // every)
+    warmup_epochs: float = 3.0
+    step_every: int = 20
+    step_gamma: float = 0.1
+    label_smoothing: float = 0.1
+    mixup_alpha: float = 0.4
+    crop_frames: int = 200  # train on random windows of this many frames (0: the whole clip)
+    freq_masks: int = 2
+    freq_mask_width: int = 8
+    time_masks: int = 2
+    time_mask_width: int = 20
+    channels_last: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Recipe":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def with_overrides(self, **kw) -> "Recipe":
+        return replace(self, **{k: v for k, v in kw.items() if v is not None})
+
+
+RECIPES = {
+    # The student notebook: its CNN on 44.1 kHz 128-mel images, Adam 2e-5 divided by 10 every 20 epochs,
+    # batch 16, 60 epochs, no augmentation. ~12 h per run on two CPU cores.
+    "seed": Recipe(
+        arch="seed", features="seed", epochs=60, batch_size=16, optimizer="adam", lr=2e-5, weight_decay=0.0,
+        schedule="step", warmup_epochs=0, step_every=20, step_gamma=0.1, label_smoothing=0.0, mixup_alpha=0.0,
+        crop_frames=0, freq_masks=0, time_masks=0,
+    ),
+    "default": Recipe(),
+    "fast": Recipe(arch_args={"stem": 16, "channels": [32, 64, 128]}, epochs=40),
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise ValueError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}") from None

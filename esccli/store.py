@@ -1,0 +1,117 @@
+"""The model store: trained models in `<data>/models/<name>.pt`, the user's default, and the built-in model.
+
+Which model `predict` and `eval` use when none is named: the one marked with `esc models --default NAME`
+(kept in `<data>/models/DEFAULT`), else the most recently trained one, else the model shipped with esc.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from esccli import checkpoint
+from esccli.errors import ModelError
+from esccli.fsutil import atomic_write_text
+from esccli.paths import Layout
+
+SUFFIX = ".pt"
+DEFAULT_FILE = "DEFAULT"
+BUILTIN_NAME = "builtin"
+BUILTIN_PATH = Path(__file__).parent / "assets" / "esc-default.pt"
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    path: Path
+    arch: str
+    fold: int | None
+    val_acc: float | None
+    created: str | None
+    epochs: int | None
+    is_default: bool = False
+    selected_on_fold: bool = False
+    error: str | None = None
+
+
+def model_path(layout: Layout, name: str) -> Path:
+    return layout.models / f"{name}{SUFFIX}"
+
+
+def valid_name(name: str) -> str:
+    if not name or "/" in name or "\\" in name or name.startswith(".") or name == BUILTIN_NAME:
+        raise ModelError(f"bad model name {name!r}", "use letters, digits, '-', '_' and '.'")
+    return name
+
+
+def _is_model_file(p: Path) -> bool:
+    return p.suffix == SUFFIX and not p.name.endswith((".resume.pt",)) and not p.name.startswith(".")
+
+
+def list_models(layout: Layout) -> list[ModelInfo]:
+    """Every model in the store, newest first, with the default marked."""
+    infos = []
+    if layout.models.is_dir():
+        for p in layout.models.iterdir():
+            if not _is_model_file(p):
+                continue
+            name = p.name[: -len(SUFFIX)]
+            try:
+                meta = checkpoint.read_meta(p)
+                t = meta["train"]
+                infos.append(ModelInfo(name, p, meta["model"]["arch"], t.get("fold"), t.get("metrics", {}).get("val_acc"),
+                                       t.get("created"), t.get("epochs_done"), selected_on_fold=bool(t.get("selected_on_fold"))))
+            except (ModelError, KeyError, TypeError) as e:
+                infos.append(ModelInfo(name, p, "?", None, None, None, None, error=str(e)))
+    infos.sort(key=lambda i: (i.created or "", i.name), reverse=True)
+    default = default_name(layout, infos)
+    for i in infos:
+        i.is_default = i.name == default
+    return infos
+
+
+def default_name(layout: Layout, infos: list[ModelInfo] | None = None) -> str | None:
+    marked = layout.models / DEFAULT_FILE
+    if marked.is_file():
+        name = marked.read_text().strip()
+        if model_path(layout, name).is_file():
+            return name
+    infos = infos if infos is not None else list_models(layout)
+    usable = [i for i in infos if i.error is None and not i.name.endswith(".best")]
+    return usable[0].name if usable else None
+
+
+def set_default(layout: Layout, name: str) -> None:
+    if not model_path(layout, name).is_file():
+        raise ModelError(f"no model named {name!r} in {layout.models}", "see `esc models` for the names")
+    atomic_write_text(layout.models / DEFAULT_FILE, name + "\n")
+
+
+def resolve(layout: Layout, name_or_path: str | None) -> tuple[Path, bool]:
+    """(model file, is_builtin) for a name, a path, or None (the default)."""
+    if name_or_path in (None, ""):
+        name = default_name(layout)
+        if name:
+            return model_path(layout, name), False
+        if BUILTIN_PATH.is_file():
+            return BUILTIN_PATH, True
+        raise ModelError("no trained model and no built-in model", "train one with `esc train`")
+    if name_or_path == BUILTIN_NAME:
+        if not BUILTIN_PATH.is_file():
+            raise ModelError("this installation of esc has no built-in model")
+        return BUILTIN_PATH, True
+    p = Path(name_or_path).expanduser()
+    if p.suffix == SUFFIX or "/" in name_or_path or p.is_file():
+        if not p.is_file():
+            raise ModelError(f"no model file at {p}")
+        return p, p.resolve() == BUILTIN_PATH.resolve()
+    mp = model_path(layout, name_or_path)
+    if mp.is_file():
+        return mp, False
+    names = [i.name for i in list_models(layout)]
+    raise ModelError(f"no model named {name_or_path!r}",
+                     f"known: {', '.join(names[:10])}" if names else "train one with `esc train`")
+
+
+def load(layout: Layout, name_or_path: str | None, device: str = "cpu"):
+    """(LoadedModel, is_builtin)."""
+    path, builtin = resolve(layout, name_or_path)
+    return checkpoint.load(path, device), builtin

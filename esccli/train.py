@@ -1,0 +1,263 @@
+"""Training one model on ESC-50 features: config, data, model, optimizer, schedule, loop, evaluation, checkpoint.
+
+Reads top to bottom. Every epoch starts from a seed derived from (seed, epoch), and a resume file is written
+atomically at the end of every epoch, so an interrupted run resumed with `resume=True` ends bit-identical to an
+uninterrupted one on the same machine.
+"""
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from esccli import augment, checkpoint
+from esccli.classes import CLASS_NAMES
+from esccli.errors import EscError, ModelError
+from esccli.featurize import FeatureSet
+from esccli.models import ModelConfig, build_model, count_parameters
+from esccli.recipes import Recipe
+
+EVAL_BATCH = 64
+
+
+@dataclass
+class EpochStats:
+    epoch: int  # 1-based
+    epochs: int
+    train_loss: float
+    val_loss: float | None
+    val_acc: float | None
+    lr: float
+    seconds: float
+    data_seconds: float  # time spent outside forward/backward/step (batching, augmentation)
+
+
+@dataclass
+class TrainResult:
+    path: Path
+    meta: dict
+    history: list[dict] = field(default_factory=list)
+    resumed_from: int = 0
+
+
+class TrainingInterrupted(EscError):
+    exit_code = 130
+
+
+def pick_device(name: str = "auto") -> str:
+    if name != "auto":
+        if name == "cuda" and not torch.cuda.is_available():
+            raise EscError("--device cuda: no CUDA device is available", "use --device cpu or auto")
+        if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise EscError("--device mps: no Apple GPU is available", "use --device cpu or auto")
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def split(fs: FeatureSet, fold: int | None):
+    """(train indices, validation indices) for a held-out fold; fold None trains on every clip."""
+    idx = np.arange(len(fs))
+    if fold is None:
+        return idx, idx[:0]
+    if fold not in set(fs.folds.tolist()):
+        raise EscError(f"fold {fold} is not in the dataset (folds: {sorted(set(fs.folds.tolist()))})")
+    return idx[fs.folds != fold], idx[fs.folds == fold]
+
+
+def lr_at(recipe: Recipe, epoch: int, step: int, steps_per_epoch: int) -> float:
+    """The learning rate at a step (epoch 0-based)."""
+    if recipe.schedule == "step":
+        return recipe.lr * recipe.step_gamma ** (epoch // recipe.step_every)
+    t = epoch + step / steps_per_epoch  # progress in epochs
+    if t < recipe.warmup_epochs:
+        return recipe.lr * (t + 1.0 / steps_per_epoch) / recipe.warmup_epochs
+    rest = (t - recipe.warmup_epochs) / max(1e-9, recipe.epochs - recipe.warmup_epochs)
+    return recipe.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, rest)))
+
+
+def make_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimizer:
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "adamw":
+        decay = [p for p in model.parameters() if p.ndim > 1]
+        no_decay = [p for p in model.parameters() if p.ndim <= 1]  # no weight decay on BN and biases
+        return torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
+                                  {"params": no_decay, "weight_decay": 0.0}], lr=recipe.lr)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 1_000_003 + epoch
+
+
+def augment_batch(x: torch.Tensor, recipe: Recipe, g: torch.Generator) -> torch.Tensor:
+    if recipe.crop_frames:
+        x = augment.random_crop(x, recipe.crop_frames, g)
+    x = augment.mask_bands(x, recipe.freq_masks, recipe.freq_mask_width, 2, g)
+    x = augment.mask_bands(x, recipe.time_masks, recipe.time_mask_width, 3, g)
+    return x
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, x: torch.Tensor, device: str, channels_last: bool = False) -> torch.Tensor:
+    """Logits for whole clips, [n, 1, n_mels, frames] -> [n, classes], in eval mode."""
+    model.eval()
+    out = []
+    for i in range(0, x.shape[0], EVAL_BATCH):
+        xb = x[i:i + EVAL_BATCH].to(device, torch.float32)
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        out.append(model(xb).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, len(CLASS_NAMES))
+
+
+def train(
+    fs: FeatureSet,
+    recipe: Recipe,
+    path: Path,
+    fold: int | None = 5,
+    seed: int = 0,
+    device: str = "cpu",
+    resume: bool = False,
+    save_best: bool = False,
+    name: str | None = None,
+    command: str = "",
+    on_epoch: Callable[[EpochStats], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> TrainResult:
+    """Train `recipe` on every fold but `fold` (all clips when fold is None) and save the model at `path`."""
+    path = Path(path)
+    resume_path = path.with_suffix(".resume.pt")
+    best_path = path.with_suffix(".best.pt")
+    train_idx, val_idx = split(fs, fold)
+
+    # data: all features in memory as one float32 tensor [clips, 1, n_mels, frames]
+    x_all = torch.from_numpy(fs.features.astype(np.float32)).unsqueeze(1)
+    y_all = torch.from_numpy(fs.targets)
+    x_val, y_val = x_all[val_idx], y_all[val_idx]
+
+    # model
+    config = ModelConfig(recipe.arch, len(CLASS_NAMES), fs.params.n_mels, fs.params.frames, dict(recipe.arch_args))
+    torch.manual_seed(seed)
+    model = build_model(config).to(device)
+    if recipe.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(recipe, model)
+    meta = {
+        "name": name or path.stem,
+        "model": config.to_dict(),
+        "features": fs.params.to_dict(),
+        "classes": list(CLASS_NAMES),
+        "train": {
+            "recipe": recipe.to_dict(), "fold": fold, "seed": seed, "clips": len(train_idx),
+            "parameters": count_parameters(model), "command": command, "history": [],
+            "created": None, "metrics": {},
+        },
+    }
+
+    # resume: continue from the last finished epoch of an interrupted run with the same settings
+    start, history, best_acc = 0, [], -1.0
+    if resume and resume_path.exists():
+        blob = checkpoint.read(resume_path)
+        same = (blob["train"]["recipe"] == recipe.to_dict() and blob["train"]["fold"] == fold
+                and blob["train"]["seed"] == seed and blob["features"] == fs.params.to_dict())
+        if not same:
+            raise ModelError(f"{resume_path} was made with other settings (recipe, fold, seed or features)",
+                             "run again without --resume to start over")
+        model.load_state_dict(blob["state_dict"])
+        optimizer.load_state_dict(blob["optimizer"])
+        history = list(blob["train"]["history"])
+        start = len(history)
+        best_acc = max((h["val_acc"] or 0.0 for h in history), default=-1.0)
+    elif resume:
+        raise EscError(f"nothing to resume: no {resume_path.name} in {path.parent}")
+
+    steps = max(1, len(train_idx) // recipe.batch_size)  # the last partial batch is dropped
+    try:
+        for epoch in range(start, recipe.epochs):
+            t0 = time.perf_counter()
+            torch.manual_seed(epoch_seed(seed, epoch))  # dropout
+            g = torch.Generator().manual_seed(epoch_seed(seed, epoch))  # order and augmentation
+            order = torch.from_numpy(train_idx)[torch.randperm(len(train_idx), generator=g)]
+            model.train()
+            loss_sum, data_time, lr = 0.0, 0.0, recipe.lr
+            for step in range(steps):
+                td = time.perf_counter()
+                idx = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
+                xb = augment_batch(x_all[idx], recipe, g)
+                xb, ya, yb, lam = augment.mixup(xb, y_all[idx], recipe.mixup_alpha, g)
+                xb, ya, yb = xb.to(device), ya.to(device), yb.to(device)
+                if recipe.channels_last:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                lr = lr_at(recipe, epoch, step, steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                data_time += time.perf_counter() - td
+                logits = model(xb)
+                loss = lam * F.cross_entropy(logits, ya, label_smoothing=recipe.label_smoothing)
+                if lam < 1.0:
+                    loss = loss + (1 - lam) * F.cross_entropy(logits, yb, label_smoothing=recipe.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.item()
+                if on_step:
+                    on_step(step + 1, steps)
+            val_loss = val_acc = None
+            if len(val_idx):
+                logits = predict_logits(model, x_val, device, recipe.channels_last)
+                val_loss = float(F.cross_entropy(logits, y_val))
+                val_acc = float((logits.argmax(1) == y_val).float().mean())
+            stats = EpochStats(epoch + 1, recipe.epochs, loss_sum / steps, val_loss, val_acc, lr,
+                               time.perf_counter() - t0, data_time)
+            history.append({k: v for k, v in stats.__dict__.items() if k != "epochs"})
+            meta["train"]["history"] = history
+            checkpoint.save(resume_path, meta, model.state_dict(), optimizer.state_dict())
+            if save_best and val_acc is not None and val_acc > best_acc:
+                best_acc = val_acc
+                best = _final_meta(meta, history, selected_on_fold=True)
+                checkpoint.save(best_path, best, model.state_dict())
+            if on_epoch:
+                on_epoch(stats)
+    except KeyboardInterrupt:
+        done = len(history)
+        raise TrainingInterrupted(
+            f"training interrupted after {done} of {recipe.epochs} epochs; progress saved in {resume_path}",
+            "run the same command with --resume to continue") from None
+
+    meta = _final_meta(meta, history)
+    checkpoint.save(path, meta, model.state_dict())
+    resume_path.unlink(missing_ok=True)
+    return TrainResult(path, meta, history, resumed_from=start)
+
+
+def _final_meta(meta: dict, history: list[dict], selected_on_fold: bool = False) -> dict:
+    meta = {**meta, "train": dict(meta["train"])}
+    last = history[-1] if history else {}
+    meta["train"]["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    meta["train"]["epochs_done"] = len(history)
+    meta["train"]["seconds"] = sum(h["seconds"] for h in history)
+    meta["train"]["selected_on_fold"] = selected_on_fold  # True: the epoch was picked by its score on `fold`
+    if selected_on_fold:
+        best = max(history, key=lambda h: h["val_acc"] or 0.0)
+        meta["train"]["metrics"] = {"val_acc": best["val_acc"], "val_loss": best["val_loss"], "epoch": best["epoch"]}
+    else:
+        meta["train"]["metrics"] = {"val_acc": last.get("val_acc"), "val_loss": last.get("val_loss"),
+                                    "epoch": last.get("epoch")}
+    return meta
+
+
+def set_threads(jobs: int = 1) -> None:
+    """Share the cores between `jobs` parallel trainings."""
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, jobs)))

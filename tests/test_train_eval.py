@@ -1,0 +1,247 @@
+import json
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import tiny_recipe
+from esccli import checkpoint, store
+from esccli.classes import CLASS_NAMES
+from esccli.cli import app
+from esccli.errors import EscError, ModelError
+from esccli.evaluate import check_fold, evaluate
+from esccli.metrics import category_confusion, confusion, report
+from esccli.paths import layout
+from esccli.train import TrainingInterrupted, lr_at, train
+
+runner = CliRunner()
+
+
+def install(synth_dataset, home):
+    """Make the synthetic dataset the installed one (a link: tests never change it)."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "ESC-50").symlink_to(synth_dataset, target_is_directory=True)
+
+
+def states_equal(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_training_learns_the_synthetic_classes(trained_model, synth_features):
+    lm = checkpoint.load(trained_model)
+    rep = evaluate(lm, synth_features, fold=5)
+    assert rep.clips == 50
+    assert rep.accuracy > 0.6  # chance is 2 %
+    hist = lm.meta["train"]["history"]
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    assert lm.meta["train"]["metrics"]["val_acc"] == pytest.approx(rep.accuracy)
+
+
+def test_model_file_carries_its_metadata(trained_model):
+    meta = checkpoint.read(trained_model)
+    assert meta["classes"] == list(CLASS_NAMES)
+    assert meta["features"]["n_mels"] == 32 and meta["features"]["clip_seconds"] == 1.0
+    assert meta["model"]["arch"] == "escnet"
+    assert meta["train"]["fold"] == 5 and meta["train"]["seed"] == 0
+    assert meta["train"]["recipe"]["epochs"] == len(meta["train"]["history"])
+    assert meta["esc_version"]
+
+
+def test_same_seed_same_model_and_resume_equals_uninterrupted(tmp_path, synth_features):
+    recipe = tiny_recipe(epochs=3, mixup_alpha=0.4, crop_frames=40, freq_masks=1, time_masks=1)
+    a = train(synth_features, recipe, tmp_path / "a.pt", fold=5, seed=3)
+    b = train(synth_features, recipe, tmp_path / "b.pt", fold=5, seed=3)
+    assert states_equal(checkpoint.read(a.path)["state_dict"], checkpoint.read(b.path)["state_dict"])
+
+    def stop_after_first(stats):
+        if stats.epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted, match="--resume"):
+        train(synth_features, recipe, tmp_path / "c.pt", fold=5, seed=3, on_epoch=stop_after_first)
+    assert not (tmp_path / "c.pt").exists() and (tmp_path / "c.resume.pt").exists()
+    c = train(synth_features, recipe, tmp_path / "c.pt", fold=5, seed=3, resume=True)
+    assert c.resumed_from == 1
+    assert states_equal(checkpoint.read(a.path)["state_dict"], checkpoint.read(c.path)["state_dict"])
+    assert [h["val_acc"] for h in a.history] == [h["val_acc"] for h in c.history]
+    assert not (tmp_path / "c.resume.pt").exists()
+
+    d = train(synth_features, recipe, tmp_path / "d.pt", fold=5, seed=4)
+    assert not states_equal(checkpoint.read(a.path)["state_dict"], checkpoint.read(d.path)["state_dict"])
+
+
+def test_resume_refuses_other_settings(tmp_path, synth_features):
+    recipe = tiny_recipe(epochs=2)
+    with pytest.raises(TrainingInterrupted):
+        train(synth_features, recipe, tmp_path / "m.pt", fold=5, on_epoch=lambda s: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(ModelError, match="other settings"):
+        train(synth_features, recipe, tmp_path / "m.pt", fold=4, resume=True)
+
+
+def test_learning_rate_schedules():
+    r = tiny_recipe(epochs=10, lr=1.0, warmup_epochs=2)
+    assert lr_at(r, 0, 0, 10) == pytest.approx(0.05)
+    assert lr_at(r, 2, 0, 10) == pytest.approx(1.0)
+    assert lr_at(r, 9, 9, 10) < 0.01
+    seed = tiny_recipe(schedule="step", lr=2e-5, step_every=20, step_gamma=0.1, epochs=60)
+    assert [lr_at(seed, e, 0, 100) for e in (0, 19, 20, 40)] == pytest.approx([2e-5, 2e-5, 2e-6, 2e-7])
+
+
+def test_metrics():
+    y = np.array([0, 0, 1, 1, 12, 12])
+    p = np.array([0, 1, 1, 1, 12, 0])
+    m = confusion(y, p)
+    assert m.sum() == 6 and m[0, 1] == 1 and m[12, 0] == 1
+    cm = category_confusion(m)
+    assert cm.shape == (5, 5) and cm.sum() == 6 and cm[1, 0] == 1
+    rep = report(y, p)
+    assert rep.accuracy == pytest.approx(4 / 6)
+    worst = rep.per_class[0]
+    assert worst.recall == 0.5 and worst.confused_with in ("dog", "rooster")
+    assert rep.top_confusions[0][2] == 1
+
+
+def test_eval_refuses_folds_the_model_was_trained_on(trained_model):
+    lm = checkpoint.load(trained_model)
+    assert check_fold(lm, None, False, False) == (5, True, None)
+    with pytest.raises(EscError, match="not be a held-out result"):
+        check_fold(lm, 2, False, False)
+    fold, held_out, note = check_fold(lm, 2, False, True)
+    assert not held_out and "NOT a held-out" in note
+
+
+def test_cli_eval_json_and_outputs(trained_model, synth_dataset, esc_home, tmp_path):
+    install(synth_dataset, esc_home)
+    r = runner.invoke(app, ["eval", "--model", str(trained_model), "--json", "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["fold"] == 5 and d["held_out"] is True
+    assert np.array(d["confusion_matrix"]).sum() == 50
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"confusion.csv", "confusion.png", "categories.csv", "per_class.csv"}
+    rows = (tmp_path / "out" / "confusion.csv").read_text().splitlines()
+    assert len(rows) == 51 and sum(int(v) for row in rows[1:] for v in row.split(",")[1:]) == 50
+
+    r = runner.invoke(app, ["eval", "--model", str(trained_model), "--full"])
+    assert r.exit_code == 0, r.output
+    assert "accuracy" in r.stdout and "most confused" in r.stdout and "rows: true" in r.stdout
+
+
+def test_cli_train_then_models_then_eval(synth_dataset, esc_home):
+    install(synth_dataset, esc_home)
+    r = runner.invoke(app, ["train", "--preset", "fast", "--epochs", "1", "--name", "quick", "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["name"] == "quick" and d["fold"] == 5 and d["epochs"] == 1
+    assert (esc_home / "models" / "quick.pt").is_file()
+
+    r = runner.invoke(app, ["models", "--json"])
+    assert [m["name"] for m in json.loads(r.stdout)] == ["quick"]
+    assert json.loads(r.stdout)[0]["is_default"]
+
+    r = runner.invoke(app, ["train", "--preset", "fast", "--epochs", "1", "--name", "quick"])
+    assert r.exit_code == 1 and "exists already" in r.output
+
+    r = runner.invoke(app, ["eval", "--json"])  # the default model: the one just trained
+    assert r.exit_code == 0 and json.loads(r.stdout)["model"] == "quick"
+
+
+def test_cli_says_what_to_do_when_things_are_missing(esc_home):
+    r = runner.invoke(app, ["train", "--epochs", "1"])
+    assert r.exit_code == 1 and "esc fetch" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["eval"])
+    assert r.exit_code == 1 and "esc train" in r.output
+    r = runner.invoke(app, ["eval", "--model", "nosuch"])
+    assert r.exit_code == 1 and "no model named 'nosuch'" in r.output
+    r = runner.invoke(app, ["train", "--preset", "nosuch"])
+    assert r.exit_code == 1 and "unknown recipe" in r.output
+
+
+def test_damaged_and_foreign_model_files_are_refused(trained_model, tmp_path):
+    data = trained_model.read_bytes()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match="truncated or damaged"):
+        checkpoint.load(cut)
+
+    blob = checkpoint.read(trained_model)
+    blob["state_dict"] = {k: v.clone() for k, v in blob["state_dict"].items()}
+    first = next(k for k, v in blob["state_dict"].items() if v.is_floating_point())
+    blob["state_dict"][first].view(-1)[0] += 1.0
+    flipped = tmp_path / "flipped.pt"
+    torch.save(blob, flipped)
+    with pytest.raises(ModelError, match="checksum"):
+        checkpoint.load(flipped)
+
+    blob = checkpoint.read(trained_model)
+    blob["format_version"] = 99
+    future = tmp_path / "future.pt"
+    torch.save(blob, future)
+    with pytest.raises(ModelError, match="not supported"):
+        checkpoint.load(future)
+
+    not_model = tmp_path / "weights.pt"
+    torch.save({"a": torch.zeros(2)}, not_model)
+    with pytest.raises(ModelError, match="not an esc model"):
+        checkpoint.load(not_model)
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_crafted_pickle_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "esc-model", "payload": _Evil(str(marker))}, evil)
+    with pytest.raises(ModelError, match="refused"):
+        checkpoint.load(evil)
+    assert not marker.exists()
+    with open(tmp_path / "evil.pkl", "wb") as f:
+        pickle.dump(_Evil(str(marker)), f)
+    with pytest.raises(ModelError):
+        checkpoint.load(tmp_path / "evil.pkl")
+    assert not marker.exists()
+    r = runner.invoke(app, ["eval", "--model", str(evil)])
+    assert r.exit_code == 1 and "refused" in r.output and "Traceback" not in r.output
+    assert not marker.exists()
+
+
+def test_interrupted_save_keeps_the_previous_checkpoint(trained_model, tmp_path, monkeypatch):
+    path = tmp_path / "m.pt"
+    shutil.copy(trained_model, path)
+    before = path.read_bytes()
+    blob = checkpoint.read(path)
+    import os
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError):
+        checkpoint.save(path, {k: v for k, v in blob.items() if k != "state_dict"}, blob["state_dict"])
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary left behind
+
+
+def test_store_default_and_names(trained_model, esc_home):
+    L = layout(esc_home)
+    L.models.mkdir(parents=True)
+    shutil.copy(trained_model, L.models / "a.pt")
+    shutil.copy(trained_model, L.models / "b.pt")
+    (L.models / "junk.pt").write_bytes(b"not a model")
+    infos = {i.name: i for i in store.list_models(L)}
+    assert infos["junk"].error and infos["a"].fold == 5
+    store.set_default(L, "b")
+    assert store.resolve(L, None) == (L.models / "b.pt", False)
+    assert store.resolve(L, "a") == (L.models / "a.pt", False)
+    with pytest.raises(ModelError):
+        store.set_default(L, "zzz")
+    with pytest.raises(ModelError):
+        store.valid_name("../x")
