@@ -1,0 +1,36 @@
+"""Shared set-up for the benchmark scripts: a data dir holding the shared 16 kHz ESC-50 copy.
+
+The benchmarks read ../shared/data/esc50-16k (the whole ESC-50 at 16 kHz). They install it once with
+`esc fetch --from` into BENCH_HOME (default /tmp/esc-bench, override with ESC_BENCH_HOME) and never touch the
+user's own data dir.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared" / "data" / "esc50-16k"
+BENCH_HOME = Path(os.environ.get("ESC_BENCH_HOME", "/tmp/esc-bench"))
+
+
+def esc(*args: str, home: Path = BENCH_HOME, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ESC_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "esccli", *args], env=env, check=check, text=True,
+                          capture_output=capture)
+
+
+def prepare(home: Path = BENCH_HOME) -> Path:
+    """Install the shared ESC-50 copy into `home` (once) and return `home`."""
+    if not SHARED.is_dir():
+        sys.exit(f"benchmarks need the shared dataset at {SHARED}")
+    if not (home / "ESC-50" / "meta" / "esc50.csv").is_file():
+        esc("fetch", "--from", str(SHARED), home=home)
+    return home
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
