@@ -19,7 +19,7 @@ from pathlib import Path
 
 from esccli import __version__
 from esccli.errors import ModelError
-from esccli.features import FeatureParams
+from esccli.features import FeatureParams, use_mel_basis
 from esccli.fsutil import atomic_write
 
 FORMAT = "esc-model"
@@ -49,10 +49,14 @@ class LoadedModel:
         return self.meta.get("name") or (self.path.stem if self.path else "model")
 
 
-def state_checksum(state_dict) -> str:
+def state_checksum(state_dict, mel_basis=None) -> str:
+    """sha256 over the weights (names, shapes, bytes) and, when the file carries one, the mel filterbank."""
+    tensors = dict(state_dict)
+    if mel_basis is not None:
+        tensors["\0mel_basis"] = mel_basis
     h = hashlib.sha256()
-    for k in sorted(state_dict):
-        t = state_dict[k]
+    for k in sorted(tensors):
+        t = tensors[k]
         h.update(k.encode())
         h.update(str(tuple(t.shape)).encode())
         h.update(t.detach().cpu().contiguous().view(-1).view(dtype=_byte_dtype()).numpy().tobytes())
@@ -71,7 +75,7 @@ def save(path: Path, meta: dict, state_dict, optimizer_state=None) -> None:
 
     blob = dict(meta)
     blob.update(format=FORMAT, format_version=FORMAT_VERSION, esc_version=__version__,
-                state_dict=state_dict, state_sha256=state_checksum(state_dict))
+                state_dict=state_dict, state_sha256=state_checksum(state_dict, meta.get("mel_basis")))
     if optimizer_state is not None:
         blob["optimizer"] = optimizer_state
     buf = io.BytesIO()
@@ -92,8 +96,10 @@ def read(path: Path) -> dict:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e):
+            raise ModelError(f"{path}: not a model file") from None
         raise ModelError(f"{path}: refused to load: it contains objects other than weights and plain data "
-                         f"({str(e).splitlines()[0][:120]})") from None
+                         "(loading it could run code)") from None
     except Exception as e:
         raise ModelError(f"{path}: not a readable model file (truncated or damaged: {type(e).__name__})") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
@@ -105,7 +111,7 @@ def read(path: Path) -> dict:
     for key in ("model", "features", "classes", "train", "state_dict", "state_sha256"):
         if key not in blob:
             raise ModelError(f"{path}: model file lacks its {key!r} entry")
-    if state_checksum(blob["state_dict"]) != blob["state_sha256"]:
+    if state_checksum(blob["state_dict"], blob.get("mel_basis")) != blob["state_sha256"]:
         raise ModelError(f"{path}: the weights do not match their checksum (the file is damaged)")
     return blob
 
@@ -119,11 +125,13 @@ def load(path: Path, device: str = "cpu") -> LoadedModel:
         config = ModelConfig.from_dict(blob["model"])
         model = build_model(config)
         model.load_state_dict(blob["state_dict"])
-        FeatureParams.from_dict(blob["features"])
+        params = FeatureParams.from_dict(blob["features"])
+        if "mel_basis" in blob:
+            use_mel_basis(params, blob["mel_basis"].numpy())
     except (TypeError, ValueError, RuntimeError, KeyError) as e:
         raise ModelError(f"{path}: the model description does not match its weights ({str(e).splitlines()[0][:160]})") from None
     model.to(device).eval()
-    meta = {k: v for k, v in blob.items() if k not in ("state_dict", "optimizer")}
+    meta = {k: v for k, v in blob.items() if k not in ("state_dict", "optimizer", "mel_basis")}
     return LoadedModel(model, meta, Path(path))
 
 
@@ -137,4 +145,4 @@ def read_meta(path: Path) -> dict:
         raise ModelError(f"{path}: not a readable model file ({type(e).__name__})") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ModelError(f"{path}: not an esc model file")
-    return {k: v for k, v in blob.items() if k not in ("state_dict", "optimizer")}
+    return {k: v for k, v in blob.items() if k not in ("state_dict", "optimizer", "mel_basis")}

@@ -6,7 +6,6 @@ floor at -top_db) -> scale. The STFT runs in torch on a batch of clips at once; 
 (Slaney), so the numbers match librosa.feature.melspectrogram + librosa.power_to_db(ref=np.max).
 """
 
-import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
@@ -86,11 +85,30 @@ def pad_or_trim(x: np.ndarray, length: int) -> np.ndarray:
     return np.pad(x, pad)
 
 
-@functools.lru_cache(maxsize=8)
-def mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
-    import librosa.filters
+_BASES: dict[tuple, np.ndarray] = {}  # mel filterbanks by (sample_rate, n_fft, n_mels, fmin, fmax)
 
-    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax).astype(np.float32)
+
+def mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """The [n_mels, n_fft // 2 + 1] mel filterbank: one a model file carries, else librosa's (Slaney)."""
+    key = (sample_rate, n_fft, n_mels, float(fmin), float(fmax))
+    if key not in _BASES:
+        import librosa.filters
+
+        _BASES[key] = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax).astype(np.float32)
+    return _BASES[key]
+
+
+def params_basis(params: FeatureParams) -> np.ndarray:
+    return mel_basis(params.sample_rate, params.n_fft, params.n_mels, params.fmin, params.fmax)
+
+
+def use_mel_basis(params: FeatureParams, basis: np.ndarray) -> None:
+    """Use the filterbank a model was trained with (so a model's features never depend on the librosa version,
+    and predicting needs no librosa import)."""
+    basis = np.asarray(basis, np.float32)
+    if basis.shape != (params.n_mels, params.n_fft // 2 + 1) or not np.all(np.isfinite(basis)):
+        raise ValueError(f"mel filterbank of shape {basis.shape} does not fit {params.n_mels} mels and n_fft {params.n_fft}")
+    _BASES[(params.sample_rate, params.n_fft, params.n_mels, float(params.fmin), float(params.fmax))] = basis
 
 
 AMIN = 1e-10  # power floor before the log, as librosa.power_to_db
@@ -109,7 +127,7 @@ def log_mel(waves: np.ndarray, params: FeatureParams) -> np.ndarray:
     spec = torch.stft(x, params.n_fft, params.hop_length, window=window, center=True, pad_mode="constant",
                       return_complex=True)
     power = spec.real**2 + spec.imag**2  # [batch, n_fft//2+1, frames]
-    basis = torch.from_numpy(mel_basis(params.sample_rate, params.n_fft, params.n_mels, params.fmin, params.fmax))
+    basis = torch.from_numpy(params_basis(params))
     mel = torch.matmul(basis, power)  # [batch, n_mels, frames]
     db = 10.0 * torch.log10(mel.clamp_min(AMIN))
     ref = db.amax(dim=(1, 2), keepdim=True)  # ref = the clip's loudest bin (power_to_db's ref=np.max)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from esccli import augment, checkpoint
 from esccli.classes import CLASS_NAMES
 from esccli.errors import EscError, ModelError
+from esccli.features import params_basis
 from esccli.featurize import FeatureSet
 from esccli.models import ModelConfig, build_model, count_parameters
 from esccli.recipes import Recipe
@@ -159,6 +160,7 @@ def train(
         "model": config.to_dict(),
         "features": fs.params.to_dict(),
         "classes": list(CLASS_NAMES),
+        "mel_basis": torch.from_numpy(params_basis(fs.params).copy()),
         "train": {
             "recipe": recipe.to_dict(), "fold": fold, "seed": seed, "clips": len(train_idx),
             "parameters": count_parameters(model), "command": command, "history": [],
