@@ -16,6 +16,7 @@ SUFFIX = ".pt"
 DEFAULT_FILE = "DEFAULT"
 BUILTIN_NAME = "builtin"
 BUILTIN_PATH = Path(__file__).parent / "assets" / "esc-default.pt"
+EXAMPLES_DIR = Path(__file__).parent / "assets" / "examples"  # a few ESC-50 clips (CC BY-NC 3.0)
 
 
 @dataclass

@@ -28,8 +28,8 @@ class Device(str, Enum):
 
 
 def predict(
-    files: List[str] = typer.Argument(
-        ..., metavar="FILE", show_default=False,
+    files: Optional[List[str]] = typer.Argument(
+        None, metavar="FILE", show_default=False,
         help="Audio files (any format soundfile reads), folders (searched recursively with --glob), "
              "or - to read one recording from stdin.",
     ),
@@ -56,6 +56,7 @@ def predict(
     device: Device = typer.Option(Device.auto, "--device", help="Where the network runs."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, metavar="N",
                                    help="Windows per forward pass (across files)."),
+    examples: bool = typer.Option(False, "--examples", help="Classify the example clips that ship with esc."),
 ) -> None:
     """Recognise the sounds in audio files: the ESC-50 classes most likely, per file and over time.
 
@@ -67,6 +68,13 @@ def predict(
         if fmt not in (Format.table, Format.json):
             raise EscError(f"--json and --format {fmt.value} exclude each other")
         fmt = Format.json
+    files = list(files or [])
+    if examples:
+        from esccli.store import EXAMPLES_DIR
+
+        files.append(str(EXAMPLES_DIR))
+    if not files:
+        raise EscError("no audio files given", "name files or folders, - for stdin, or --examples")
     if files.count("-") > 1:
         raise EscError("stdin (-) can be read only once")
 
@@ -94,7 +102,7 @@ def predict(
                                     device=dev, with_windows=keep_windows, progress=bar.update,
                                     min_probability=min_confidence):
             if r.error is not None and fmt == Format.table:
-                common.error_line(f"{_markup_safe(r.file)}: {_markup_safe(r.error)}")
+                common.error_line(f"{r.file}: {r.error}")
             results.append(r)
 
     failed = sum(r.error is not None for r in results)
@@ -192,12 +200,6 @@ def _rank_rows(top) -> list[list]:
 
 
 # --- tables ---------------------------------------------------------------------------------------------------
-
-def _markup_safe(s: str) -> str:
-    from rich.markup import escape
-
-    return escape(s)
-
 
 def _clock(seconds: float) -> str:
     """0:07.5, 12:03.0, 1:02:03.0"""
