@@ -25,6 +25,7 @@ def main() -> None:
     ap.add_argument("--folds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, help="passed to esc train (e.g. 1 when two benchmarks share 2 cores)")
     args = ap.parse_args()
     prepare()
     esc("featurize", "--preset", "seed" if args.preset == "seed" else "default")  # outside the timed part
@@ -41,6 +42,8 @@ def main() -> None:
         cmd = ["train", "--preset", args.preset, "--fold", str(k), "--name", name, "--seed", str(args.seed), "--json"]
         if args.epochs:
             cmd += ["--epochs", str(args.epochs)]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
         t = time.perf_counter()
         out = json.loads(esc(*cmd, capture=True).stdout)
         wall = time.perf_counter() - t

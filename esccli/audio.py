@@ -45,14 +45,24 @@ def _open(path: Path):
     return f
 
 
-def _to_mono(block: np.ndarray) -> np.ndarray:
-    return block.mean(axis=1, dtype=np.float32) if block.ndim == 2 else block.astype(np.float32)
+def _mono(path: Path, block: np.ndarray) -> np.ndarray:
+    """The mean of the channels of a [frames, channels] block, refusing NaN or infinite samples.
 
-
-def _check_samples(path: Path, x: np.ndarray) -> np.ndarray:
-    if not np.all(np.isfinite(x)):
+    The samples are checked before mixing (so the message names the real problem), and the mean is taken in
+    float64 (so that two huge but finite float samples cannot add up to infinity).
+    """
+    if not np.all(np.isfinite(block)):
         raise AudioError(f"{path}: contains NaN or infinite samples")
-    return x
+    if block.shape[1] == 1:
+        return np.ascontiguousarray(block[:, 0], dtype=np.float32)
+    return block.mean(axis=1, dtype=np.float64).astype(np.float32)
+
+
+def _check_resampled(path: Path, y: np.ndarray) -> np.ndarray:
+    """The resampler's filter overshoots: samples near the float32 limit can come out infinite."""
+    if not np.all(np.isfinite(y)):
+        raise AudioError(f"{path}: sample values too large to resample (near the float32 limit)")
+    return y
 
 
 def resample(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
@@ -81,8 +91,10 @@ def load_audio(path: Path | str, sample_rate: int) -> np.ndarray:
             raise AudioError(f"{path}: damaged audio data ({str(e).splitlines()[0]})") from None
     if x.shape[0] == 0:
         raise AudioError(f"{path}: has no samples")
-    x = _check_samples(path, _to_mono(x))
-    return resample(x, sr, sample_rate)
+    y = _check_resampled(path, resample(_mono(path, x), sr, sample_rate))
+    if y.size == 0:  # e.g. one sample at 44.1 kHz is less than one at 16 kHz
+        raise AudioError(f"{path}: too short: no samples left at {sample_rate} Hz")
+    return y
 
 
 def stream_audio(path: Path | str, sample_rate: int, block_seconds: float = STREAM_BLOCK_SECONDS) -> Iterator[np.ndarray]:
@@ -100,7 +112,7 @@ def stream_audio(path: Path | str, sample_rate: int, block_seconds: float = STRE
 
             stream = soxr.ResampleStream(sr, sample_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY)
         per_block = max(1, int(block_seconds * sr))
-        total = 0
+        total = out = 0
         while True:
             try:
                 block = f.read(per_block, dtype="float32", always_2d=True)
@@ -108,12 +120,15 @@ def stream_audio(path: Path | str, sample_rate: int, block_seconds: float = STRE
                 raise AudioError(f"{path}: damaged audio data ({str(e).splitlines()[0]})") from None
             last = block.shape[0] < per_block
             total += block.shape[0]
-            x = _check_samples(path, _to_mono(block))
+            x = _mono(path, block)
             if stream is not None:
-                x = stream.resample_chunk(x, last=last)
+                x = _check_resampled(path, stream.resample_chunk(x, last=last))
             if x.size:
+                out += x.size
                 yield x
             if last:
                 break
         if total == 0:
             raise AudioError(f"{path}: has no samples")
+        if out == 0:
+            raise AudioError(f"{path}: too short: no samples left at {sample_rate} Hz")

@@ -55,7 +55,7 @@ def _done(path: Path, recipe: Recipe, seed: int, fold: int) -> tuple[float, floa
 
 
 def run_cv(fs, recipe: Recipe, models_dir: Path, name: str, seed: int = 0, device: str = "cpu", jobs: int = 1,
-           resume: bool = False, command: str = "", folds: list[int] | None = None,
+           resume: bool = False, command: str = "", folds: list[int] | None = None, threads: int | None = None,
            on_epoch: Callable | None = None, on_step: Callable | None = None,
            on_fold: Callable[[int, float, float], None] | None = None) -> CVResult:
     from esccli.train import train
@@ -88,7 +88,7 @@ def run_cv(fs, recipe: Recipe, models_dir: Path, name: str, seed: int = 0, devic
     else:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = {pool.submit(_train_fold_worker, fs, recipe, str(path), k, seed, device, resume, name, command, jobs): k
+            futures = {pool.submit(_train_fold_worker, fs, recipe, str(path), k, seed, device, resume, name, command, jobs, threads): k
                        for k, path in todo}
             for fut in as_completed(futures):
                 k = futures[fut]
@@ -98,10 +98,10 @@ def run_cv(fs, recipe: Recipe, models_dir: Path, name: str, seed: int = 0, devic
     return result
 
 
-def _train_fold_worker(fs, recipe, path, fold, seed, device, resume, name, command, jobs):
+def _train_fold_worker(fs, recipe, path, fold, seed, device, resume, name, command, jobs, threads):
     from esccli.train import set_threads, train
 
-    set_threads(jobs)
+    set_threads(jobs, threads)
     path = Path(path)
     r = train(fs, recipe, path, fold=fold, seed=seed, device=device,
               resume=resume and path.with_suffix(".resume.pt").exists(), name=fold_name(name, fold), command=command)

@@ -7,7 +7,9 @@ never used. Clips are decoded and transformed by `jobs` worker processes in chun
 """
 
 import json
+import math
 import os
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +20,8 @@ import numpy as np
 from esccli import __version__
 from esccli.audio import load_audio
 from esccli.dataset import META_CSV, Clip, audio_path, read_metadata
-from esccli.errors import DatasetError
-from esccli.features import FeatureParams, log_mel
+from esccli.errors import DatasetError, EscError
+from esccli.features import FeatureParams, log_mel, params_basis
 from esccli.fsutil import atomic_write, atomic_write_text, folder_lock, sha256_bytes, sha256_file
 from esccli.paths import Layout
 
@@ -43,6 +45,52 @@ class FeatureSet:
         return len(self.filenames)
 
 
+class FeatureParamsError(EscError, ValueError):
+    """Feature parameters that cannot work: one line from the CLI, a ValueError like FeatureParams.validate's."""
+
+
+def check_params(params: FeatureParams) -> FeatureParams:
+    """FeatureParams.validate, plus what would otherwise give NaN features or a crash half way through a build."""
+    try:
+        params.validate()
+    except ValueError as e:
+        raise FeatureParamsError(f"bad feature parameters: {e}") from None
+    problem = _params_problem(params)
+    if problem:
+        raise FeatureParamsError(f"bad feature parameters: {problem}")
+    return params
+
+
+def _params_problem(params: FeatureParams) -> str | None:
+    for name in ("clip_seconds", "fmin", "fmax", "top_db"):
+        if not math.isfinite(getattr(params, name)):
+            return f"{name} must be a finite number, not {getattr(params, name)}"
+    if not params.top_db > 0:  # the dB scale divides by it
+        return f"top_db must be positive, not {params.top_db}"
+    if params.n_fft < 2 or params.n_fft % 2:  # FeatureParams.frames counts frames as an even n_fft gives them
+        return f"n_fft must be even (and at least 2), not {params.n_fft}"
+    if params.clip_samples < 1:
+        return f"a clip of {params.clip_seconds} s at {params.sample_rate} Hz has no samples"
+    return None
+
+
+def check_bands(params: FeatureParams) -> None:
+    """Refuse mel bands that no FFT bin falls into (too many mels for n_fft): they would be constant features.
+    Separate from check_params because it needs librosa, which a cache hit does not."""
+    with warnings.catch_warnings():  # librosa warns about empty bands: the error says it instead
+        warnings.simplefilter("ignore")
+        empty = int((params_basis(params).max(axis=1) <= 0).sum())
+    if empty:
+        raise FeatureParamsError(f"bad feature parameters: {empty} of the {params.n_mels} mel bands would be empty "
+                                 f"with n_fft={params.n_fft} between {params.fmin:g} and {params.fmax:g} Hz",
+                                 "use fewer mels or a larger n_fft")
+
+
+def _describes(fs: FeatureSet, clips: list[Clip]) -> bool:
+    return fs.filenames == [c.filename for c in clips] and fs.folds.tolist() == [c.fold for c in clips] \
+        and fs.targets.tolist() == [c.target for c in clips]
+
+
 def cache_dir(layout: Layout, params: FeatureParams, csv_sha: str) -> Path:
     return layout.features / f"{params.key()}-{csv_sha[:8]}"
 
@@ -60,23 +108,35 @@ def load_or_build(
     progress: Callable[[int, int], None] | None = None,
 ) -> FeatureSet:
     """The features of every clip for `params`: from the cache when it is intact, else computed and cached."""
-    params.validate()
+    check_params(params)
     root = Path(dataset_root) if dataset_root else layout.dataset
     if not (root / META_CSV).is_file():
         raise DatasetError(f"ESC-50 is not installed in {root}", "run `esc fetch` first")
     csv_sha = sha256_file(root / META_CSV)
     folder = cache_dir(layout, params, csv_sha)
     with folder_lock(layout.locks / f"features-{folder.name}.lock", "the feature cache"):
+        clips = read_metadata(root)
         if not rebuild:
             cached = read_cache(folder, params)
-            if cached is not None:
+            # index.json has no checksum of its own: its clip list must be the dataset's, clip for clip
+            if cached is not None and _describes(cached, clips):
                 return cached
-        clips = read_metadata(root)
+        check_bands(params)
+        _remove_leftovers(folder)
         features = compute_features(root, clips, params, jobs or default_jobs(), progress)
         fs = FeatureSet(features, np.array([c.target for c in clips], np.int64), np.array([c.fold for c in clips], np.int64),
                         [c.filename for c in clips], params, folder, built=True)
         write_cache(folder, fs, csv_sha)
         return fs
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """Delete the temporary files of a process killed while writing this cache (we hold its lock: none is in use)."""
+    for tmp in folder.glob(".*.tmp"):
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
 
 
 def compute_features(root: Path, clips: list[Clip], params: FeatureParams, jobs: int,
@@ -149,20 +209,24 @@ def read_cache(folder: Path, params: FeatureParams) -> FeatureSet | None:
     """The cached FeatureSet, or None when the cache is missing, damaged or for other parameters."""
     try:
         index = json.loads((folder / "index.json").read_text())
-        if index.get("format") != CACHE_FORMAT or FeatureParams.from_dict(index["params"]) != params:
+        if not isinstance(index, dict) or index.get("format") != CACHE_FORMAT \
+                or FeatureParams.from_dict(index["params"]) != params:
             return None
         npy = folder / "features.npy"
         if sha256_file(npy) != index["sha256"]:
             return None
         features = np.load(npy, allow_pickle=False)
-    except (OSError, ValueError, KeyError, TypeError):
+        clips = index["clips"]
+        filenames = [str(c["filename"]) for c in clips]
+        targets = np.array([c["target"] for c in clips], np.int64)
+        folds = np.array([c["fold"] for c in clips], np.int64)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError):
         return None
-    clips = index["clips"]
-    if list(features.shape) != index["shape"] or features.shape[0] != len(clips) \
+    if not isinstance(features, np.ndarray) or features.dtype != np.float16 or index.get("dtype") != "float16" \
+            or list(features.shape) != index["shape"] or features.shape[0] != len(filenames) \
             or features.shape[1:] != (params.n_mels, params.frames):
         return None
-    return FeatureSet(features, np.array([c["target"] for c in clips], np.int64),
-                      np.array([c["fold"] for c in clips], np.int64), [c["filename"] for c in clips], params, folder)
+    return FeatureSet(features, targets, folds, filenames, params, folder)
 
 
 def index_sha(fs: FeatureSet) -> str:

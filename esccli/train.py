@@ -260,6 +260,6 @@ def _final_meta(meta: dict, history: list[dict], selected_on_fold: bool = False)
     return meta
 
 
-def set_threads(jobs: int = 1) -> None:
-    """Share the cores between `jobs` parallel trainings."""
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, jobs)))
+def set_threads(jobs: int = 1, threads: int | None = None) -> None:
+    """Use `threads` CPU threads, or share the cores between `jobs` parallel trainings."""
+    torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // max(1, jobs)))

@@ -245,3 +245,23 @@ def test_store_default_and_names(trained_model, esc_home):
         store.set_default(L, "zzz")
     with pytest.raises(ModelError):
         store.valid_name("../x")
+
+
+def test_cross_validation_trains_each_fold_and_resumes(tmp_path, synth_features):
+    from esccli.crossval import run_cv, summary_path
+
+    recipe = tiny_recipe(epochs=2)
+    seen = []
+    r = run_cv(synth_features, recipe, tmp_path, "cv", folds=[4, 5], on_fold=lambda k, acc, s: seen.append(k))
+    assert sorted(r.folds) == [4, 5] and seen == [4, 5]
+    assert all(0.0 <= a <= 1.0 for a in r.folds.values())
+    for k in (4, 5):
+        assert checkpoint.read_meta(tmp_path / f"cv-fold{k}.pt")["train"]["fold"] == k
+    summary = json.loads(summary_path(tmp_path, "cv").read_text())
+    assert summary["mean"] == pytest.approx(np.mean(list(r.folds.values())))
+
+    # resumed: finished folds are not retrained; fold 3 is new and trained in a worker process
+    before = (tmp_path / "cv-fold4.pt").stat().st_mtime_ns
+    r2 = run_cv(synth_features, recipe, tmp_path, "cv", folds=[3, 4, 5], resume=True, jobs=2)
+    assert (tmp_path / "cv-fold4.pt").stat().st_mtime_ns == before
+    assert r2.folds[4] == r.folds[4] and 3 in r2.folds

@@ -13,13 +13,11 @@ def feature_params(preset: str, **overrides):
 
     from esccli.errors import EscError
     from esccli.features import PRESETS
+    from esccli.featurize import check_params
 
     if preset not in PRESETS:
         raise EscError(f"unknown feature preset {preset!r}", f"choose one of: {', '.join(PRESETS)}")
-    try:
-        return replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}).validate()
-    except ValueError as e:
-        raise EscError(f"bad feature parameters: {e}") from None
+    return check_params(replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}))
 
 
 def build_features(params, jobs: Optional[int] = None, rebuild: bool = False):

@@ -35,6 +35,7 @@ def train(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
     name: Optional[str] = typer.Option(None, "--name", help="Model name in the store [default: <recipe>-fold<k>, <recipe>-cv, <recipe>-all]."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, max=5, help="With --cv: folds trained in parallel processes."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads per training process [default: the cores / --jobs]."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run with the same settings."),
     save_best: bool = typer.Option(False, "--save-best", help="Also save the best-by-validation epoch as <name>.best (its score is not a held-out result)."),
     force: bool = typer.Option(False, "--force", help="Overwrite a model of the same name."),
@@ -63,7 +64,7 @@ def train(
         recipe = recipe.with_overrides(arch=arch, arch_args={})
     recipe = recipe.with_overrides(epochs=epochs, batch_size=batch_size, lr=lr)
     dev = pick_device(device)
-    set_threads(jobs if cv else 1)
+    set_threads(jobs if cv else 1, threads)
     held_out = None if all_folds else fold
     name = store.valid_name(name or (f"{preset}-cv" if cv else f"{preset}-all" if all_folds else f"{preset}-fold{fold}"))
     layout = common.layout()
@@ -92,7 +93,7 @@ def train(
             bar.update(task, completed=0, description=f"{prefix}epoch {s.epoch + 1}" if s.epoch < s.epochs else "done")
 
         if cv:
-            result = run_cv(fs, recipe, layout.models, name, seed=seed, device=dev, jobs=jobs, resume=resume,
+            result = run_cv(fs, recipe, layout.models, name, seed=seed, device=dev, jobs=jobs, resume=resume, threads=threads,
                             command=command, on_epoch=lambda k, s: on_epoch(s, f"fold {k} "), on_step=on_step,
                             on_fold=lambda k, acc, secs: bar.console.print(
                                 f"[bold]fold {k}: {acc:.1%}[/] ({secs / 60:.1f} min)"))

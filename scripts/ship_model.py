@@ -1,0 +1,65 @@
+"""Build the model that ships inside esc (esccli/assets/esc-default.pt).
+
+    python scripts/ship_model.py [--preset default] [--seed 0]
+
+1. trains the recipe on all 2000 clips of the shared 16 kHz ESC-50 copy (`esc train --all`), in the benchmark
+   data dir (see benchmarks/common.py);
+2. reads the 5-fold cross-validation of the same recipe and seed from the fold models that
+   `python benchmarks/crossval.py --preset P` left there (it refuses to ship without all five);
+3. writes the model with that cross-validation, the date and the commands into its metadata, without the
+   optimizer state, to esccli/assets/esc-default.pt (atomically).
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from common import BENCH_HOME, esc, prepare  # noqa: E402
+
+from esccli import checkpoint  # noqa: E402
+from esccli.metrics import mean_std  # noqa: E402
+from esccli.store import BUILTIN_PATH  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", default="default")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    prepare()
+    tag = f"bench-{args.preset}" + (f"-s{args.seed}" if args.seed else "")
+    models = BENCH_HOME / "models"
+    folds = {}
+    for k in range(1, 6):
+        p = models / f"{tag}-fold{k}.pt"
+        if not p.is_file():
+            sys.exit(f"missing {p}: run `python benchmarks/crossval.py --preset {args.preset}` first")
+        folds[k] = checkpoint.read_meta(p)["train"]["metrics"]["val_acc"]
+    mean, std = mean_std(list(folds.values()))
+
+    name = f"ship-{args.preset}-all"
+    final = models / f"{name}.pt"
+    if not final.is_file():
+        esc("train", "--preset", args.preset, "--all", "--seed", str(args.seed), "--name", name, "--force")
+    blob = checkpoint.read(final)
+    meta = {k: v for k, v in blob.items() if k not in ("state_dict", "optimizer", "state_sha256", "format",
+                                                       "format_version", "esc_version")}
+    meta["name"] = f"esc-{args.preset}"
+    meta["train"]["cross_validation"] = {
+        "folds": {str(k): v for k, v in folds.items()}, "mean": mean, "std": std,
+        "command": f"python benchmarks/crossval.py --preset {args.preset}",
+        "note": "5-fold accuracy of this recipe and seed; this model itself is trained on all 2000 clips",
+    }
+    meta["train"]["command"] = f"python scripts/ship_model.py --preset {args.preset} --seed {args.seed}"
+    meta["license"] = "CC BY-NC 3.0 (trained on ESC-50, K. J. Piczak): non-commercial use only"
+    checkpoint.save(BUILTIN_PATH, meta, blob["state_dict"])
+    print(json.dumps({"path": str(BUILTIN_PATH), "bytes": BUILTIN_PATH.stat().st_size, "cv_mean": mean, "cv_std": std,
+                      "folds": folds}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
