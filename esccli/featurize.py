@@ -2,8 +2,9 @@
 
 A cache lives in `<data>/features/<params key>-<csv hash>/` as `features.npy` (float16 [clips, n_mels, frames])
 and `index.json` (the parameters, each clip's name, fold and target, the array's shape and sha256). Changing a
-feature parameter or the dataset names a new cache; a cache whose checksum or shape does not match is rebuilt,
-never used. Clips are decoded and transformed by `jobs` worker processes in chunks.
+feature parameter or the dataset names a new cache; a cache whose checksum, shape or dtype does not match, or
+whose clip list is not the dataset's, is rebuilt, never used. Clips are decoded and transformed by `jobs` worker
+processes in chunks.
 """
 
 import json

@@ -3,9 +3,10 @@
 - `seed`: the student notebook's CNN, kept faithful as the baseline: four blocks of conv3x3 + BN + ReLU +
   maxpool 2x2 (64, 128, 256, 512 channels), flatten, FC 1024 + ReLU, dropout 0.5, FC 50. Its flattened layer
   makes it ~110 M parameters on 128 x 431 inputs, which is what makes it slow on a CPU.
-- `escnet`: the default. A VGG-style CNN sized for a CPU: few channels at full resolution, two convs per stage
-  after that, average pooling, and a global pooling head (mean over frequency, then max + mean over time), so
-  it accepts any number of frames (crops in training, whole clips at test time).
+- `escnet`: the default. A VGG-style CNN sized for a CPU (0.3 M parameters): few channels at full resolution,
+  two convs per stage after that, average pooling, then a head that keeps where in frequency a pattern is
+  (channels x remaining mel bins; `head="mean"` averages frequency away instead) and pools over time (max +
+  mean), so it accepts any number of frames (short crops in training, whole clips at test time).
 """
 
 from dataclasses import asdict, dataclass, field
@@ -60,8 +61,8 @@ class SeedCNN(nn.Module):
 class EscNet(nn.Module):
     """The efficient default (see module docstring). x: [batch, 1, n_mels, frames] -> logits [batch, n_classes]."""
 
-    def __init__(self, n_mels: int, frames: int, n_classes: int, stem: int = 32, channels=(64, 128, 256),
-                 dropout: float = 0.3, head: str = "mean"):
+    def __init__(self, n_mels: int, frames: int, n_classes: int, stem: int = 16, channels=(32, 64, 128),
+                 dropout: float = 0.3, head: str = "flatten"):
         super().__init__()
         if head not in ("mean", "flatten"):
             raise ValueError(f"head must be 'mean' or 'flatten', not {head!r}")
