@@ -119,9 +119,7 @@ def predict(
 
 
 def _read_stdin() -> bytes:
-    import click
-
-    stream = click.get_binary_stream("stdin")
+    stream = sys.stdin.buffer
     if stream.isatty():
         raise EscError("- reads a recording from stdin, but stdin is a terminal", "pipe a file in: esc predict - < clip.wav")
     return stream.read()
