@@ -113,22 +113,24 @@ def load_or_build(
     root = Path(dataset_root) if dataset_root else layout.dataset
     if not (root / META_CSV).is_file():
         raise DatasetError(f"ESC-50 is not installed in {root}", "run `esc fetch` first")
-    csv_sha = sha256_file(root / META_CSV)
-    folder = cache_dir(layout, params, csv_sha)
-    with folder_lock(layout.locks / f"features-{folder.name}.lock", "the feature cache"):
-        clips = read_metadata(root)
-        if not rebuild:
-            cached = read_cache(folder, params)
-            # index.json has no checksum of its own: its clip list must be the dataset's, clip for clip
-            if cached is not None and _describes(cached, clips):
-                return cached
-        check_bands(params)
-        _remove_leftovers(folder)
-        features = compute_features(root, clips, params, jobs or default_jobs(), progress)
-        fs = FeatureSet(features, np.array([c.target for c in clips], np.int64), np.array([c.fold for c in clips], np.int64),
-                        [c.filename for c in clips], params, folder, built=True)
-        write_cache(folder, fs, csv_sha)
-        return fs
+    # the dataset lock keeps `esc fetch --force` from swapping the dataset while it is read; then the cache's own
+    with folder_lock(layout.locks / "dataset.lock", "the dataset"):
+        csv_sha = sha256_file(root / META_CSV)
+        folder = cache_dir(layout, params, csv_sha)
+        with folder_lock(layout.locks / f"features-{folder.name}.lock", "the feature cache"):
+            clips = read_metadata(root)
+            if not rebuild:
+                cached = read_cache(folder, params)
+                # index.json has no checksum of its own: its clip list must be the dataset's, clip for clip
+                if cached is not None and _describes(cached, clips):
+                    return cached
+            check_bands(params)
+            _remove_leftovers(folder)
+            features = compute_features(root, clips, params, jobs or default_jobs(), progress)
+            fs = FeatureSet(features, np.array([c.target for c in clips], np.int64), np.array([c.fold for c in clips], np.int64),
+                            [c.filename for c in clips], params, folder, built=True)
+            write_cache(folder, fs, csv_sha)
+            return fs
 
 
 def _remove_leftovers(folder: Path) -> None:
