@@ -4,6 +4,8 @@ Everything that can go wrong with a user's file becomes an AudioError with a mes
 a batch can report it and go on with the next file.
 """
 
+import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -13,6 +15,20 @@ from esccli.errors import AudioError
 
 RESAMPLE_QUALITY = "HQ"  # soxr quality; the same one librosa uses by default ("soxr_hq")
 STREAM_BLOCK_SECONDS = 30.0  # how much audio `stream_audio` reads at a time
+
+
+@dataclass(frozen=True)
+class AudioBytes:
+    """A recording held in memory (e.g. read from stdin): any format soundfile reads. `name` names it in errors."""
+
+    name: str
+    data: bytes
+
+    def __str__(self) -> str:
+        return self.name
+
+
+Input = Path | str | AudioBytes
 
 
 def _check_path(path: Path) -> None:
@@ -28,12 +44,22 @@ def _check_path(path: Path) -> None:
         raise AudioError(f"{path}: empty file (0 bytes)")
 
 
-def _open(path: Path):
+def _as_input(source: Input) -> Path | AudioBytes:
+    return source if isinstance(source, AudioBytes) else Path(source)
+
+
+def _open(path: Path | AudioBytes):
     import soundfile as sf
 
-    _check_path(path)
+    if isinstance(path, AudioBytes):
+        if not path.data:
+            raise AudioError(f"{path}: empty input (0 bytes)")
+        target = io.BytesIO(path.data)
+    else:
+        _check_path(path)
+        target = str(path)
     try:
-        f = sf.SoundFile(str(path))
+        f = sf.SoundFile(target)
     except PermissionError:
         raise AudioError(f"{path}: permission denied") from None
     except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / TypeError for bad data
@@ -73,16 +99,16 @@ def resample(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     return soxr.resample(x, orig_sr, target_sr, quality=RESAMPLE_QUALITY).astype(np.float32, copy=False)
 
 
-def audio_info(path: Path | str) -> tuple[int, int, float]:
+def audio_info(path: Input) -> tuple[int, int, float]:
     """(sample rate, channels, duration in seconds) of a file, from its header."""
-    path = Path(path)
+    path = _as_input(path)
     with _open(path) as f:
         return f.samplerate, f.channels, f.frames / f.samplerate
 
 
-def load_audio(path: Path | str, sample_rate: int) -> np.ndarray:
+def load_audio(path: Input, sample_rate: int) -> np.ndarray:
     """The whole file as mono float32 at `sample_rate` (for clips; use stream_audio for long recordings)."""
-    path = Path(path)
+    path = _as_input(path)
     with _open(path) as f:
         sr = f.samplerate
         try:
@@ -97,13 +123,13 @@ def load_audio(path: Path | str, sample_rate: int) -> np.ndarray:
     return y
 
 
-def stream_audio(path: Path | str, sample_rate: int, block_seconds: float = STREAM_BLOCK_SECONDS) -> Iterator[np.ndarray]:
+def stream_audio(path: Input, sample_rate: int, block_seconds: float = STREAM_BLOCK_SECONDS) -> Iterator[np.ndarray]:
     """Yield consecutive mono float32 blocks at `sample_rate`, reading `block_seconds` of the file at a time.
 
     Memory stays bounded by the block size whatever the file's length. Resampling is done by a streaming
     resampler, so the concatenation of the blocks equals a whole-file resample up to filter edge effects.
     """
-    path = Path(path)
+    path = _as_input(path)
     with _open(path) as f:
         sr = f.samplerate
         stream = None

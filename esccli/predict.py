@@ -17,7 +17,6 @@ Every problem with one file (missing, not audio, empty, corrupt, NaN samples, si
 """
 
 import fnmatch
-import io
 import os
 from collections import deque
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from typing import Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
-from esccli.audio import STREAM_BLOCK_SECONDS, audio_info, stream_audio
+from esccli.audio import STREAM_BLOCK_SECONDS, AudioBytes, audio_info, stream_audio
 from esccli.classes import CLASS_NAMES, category_of
 from esccli.errors import AudioError
 
@@ -40,14 +39,6 @@ STDIN_NAME = "-"
 
 
 # --- what goes in and what comes out ---------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class AudioBytes:
-    """A recording held in memory (e.g. read from stdin): any format soundfile reads."""
-
-    name: str
-    data: bytes
-
 
 @dataclass(frozen=True)
 class Unusable:
@@ -261,69 +252,15 @@ def _reason(e: Exception, name: str) -> str:
     return msg[len(name) + 2:] if msg.startswith(f"{name}: ") else msg
 
 
-def _open_bytes(src: AudioBytes):
-    import soundfile as sf
-
-    if not src.data:
-        raise AudioError(f"{src.name}: empty input (0 bytes)")
-    try:
-        f = sf.SoundFile(io.BytesIO(src.data))
-    except Exception as e:
-        raise AudioError(f"{src.name}: not a readable audio file ({str(e).splitlines()[0].strip()})") from None
-    if f.channels < 1 or f.samplerate <= 0:
-        f.close()
-        raise AudioError(f"{src.name}: the header declares {f.channels} channels at {f.samplerate} Hz")
-    return f
-
-
-def _stream_bytes(src: AudioBytes, sample_rate: int, block_seconds: float) -> Iterator[np.ndarray]:
-    """audio.stream_audio for a recording in memory."""
-    from esccli.audio import RESAMPLE_QUALITY
-
-    with _open_bytes(src) as f:
-        stream = None
-        if f.samplerate != sample_rate:
-            import soxr
-
-            stream = soxr.ResampleStream(f.samplerate, sample_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY)
-        per_block = max(1, int(block_seconds * f.samplerate))
-        total = 0
-        while True:
-            try:
-                block = f.read(per_block, dtype="float32", always_2d=True)
-            except Exception as e:
-                raise AudioError(f"{src.name}: damaged audio data ({str(e).splitlines()[0]})") from None
-            last = block.shape[0] < per_block
-            total += block.shape[0]
-            x = block.mean(axis=1, dtype=np.float32)
-            if not np.all(np.isfinite(x)):
-                raise AudioError(f"{src.name}: contains NaN or infinite samples")
-            if stream is not None:
-                x = stream.resample_chunk(x, last=last)
-            if x.size:
-                yield x
-            if last:
-                break
-        if total == 0:
-            raise AudioError(f"{src.name}: has no samples")
-
-
 def _info(source: Source) -> tuple[int, int, float]:
     if isinstance(source, AudioBytes):
-        with _open_bytes(source) as f:
-            return f.samplerate, f.channels, f.frames / f.samplerate
+        return audio_info(source)
     path = Path(source)
     if path.is_dir():  # given directly, not through gather
         if not os.access(path, os.R_OK | os.X_OK):
             raise AudioError(f"{path}: cannot read this folder (permission denied)")
         raise AudioError(f"{path}: is a folder, not an audio file")
     return audio_info(path)
-
-
-def _blocks(source: Source, sample_rate: int, block_seconds: float) -> Iterator[np.ndarray]:
-    if isinstance(source, AudioBytes):
-        return _stream_bytes(source, sample_rate, block_seconds)
-    return stream_audio(Path(source), sample_rate, block_seconds)
 
 
 # --- classifying ---------------------------------------------------------------------------------------------------
@@ -473,7 +410,7 @@ def _windows_of(f: _File, source: Source, window: int, hop: int, sr: int, block_
             f.samples += b.size
             yield b
 
-    yield from iter_windows(counted(_blocks(source, sr, block_seconds)), window, hop)
+    yield from iter_windows(counted(stream_audio(source, sr, block_seconds)), window, hop)
     if f.samples == 0:
         raise AudioError(f"too short: no samples left at {sr} Hz")
 
