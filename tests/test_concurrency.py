@@ -154,3 +154,17 @@ def test_two_writers_of_one_model_file_and_a_reader(tmp_path):
     got = lm.model.state_dict()
     assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in expected)
     assert [p.name for p in path.parent.iterdir()] == ["m.pt"]  # no temporaries left
+
+
+def test_atomic_writes_get_the_usual_permissions(tmp_path):
+    import os
+
+    from esccli.fsutil import atomic_write_bytes
+
+    old = os.umask(0o027)
+    try:
+        atomic_write_bytes(tmp_path / "f", b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "f").read_bytes() == b"x"
