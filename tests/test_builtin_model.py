@@ -1,0 +1,45 @@
+"""The model that ships with esc, and the example clips that ship with it."""
+
+import json
+
+from typer.testing import CliRunner
+
+from esccli import checkpoint
+from esccli.classes import CLASS_NAMES
+from esccli.cli import app
+from esccli.features import PRESETS, FeatureParams
+from esccli.store import BUILTIN_PATH, EXAMPLES_DIR
+
+runner = CliRunner()
+
+
+def test_builtin_model_loads_with_its_metadata():
+    assert BUILTIN_PATH.stat().st_size < 8 * 2**20  # a few MB at most
+    lm = checkpoint.load(BUILTIN_PATH)
+    meta = lm.meta
+    assert meta["classes"] == list(CLASS_NAMES)
+    assert FeatureParams.from_dict(meta["features"]) == PRESETS["default"]
+    assert meta["train"]["fold"] is None  # trained on all 2000 clips
+    assert meta["train"]["clips"] == 2000
+    cv = meta["train"]["cross_validation"]
+    assert set(cv["folds"]) == {"1", "2", "3", "4", "5"}
+    assert 0.5 < cv["mean"] < 1.0 and cv["command"].startswith("python benchmarks/crossval.py")
+    assert meta["train"]["created"] and meta["train"]["command"].startswith("python scripts/ship_model.py")
+    assert "CC BY-NC" in meta["license"]
+
+
+def test_examples_are_classified_as_their_true_class():
+    clips = sorted(EXAMPLES_DIR.glob("*.flac"))
+    assert len(clips) >= 5
+    r = runner.invoke(app, ["predict", "--examples", "--json"])  # no trained model: the built-in one is used
+    assert r.exit_code == 0, r.output
+    assert "using the built-in model" in r.stderr
+    records = json.loads(r.stdout)
+    got = {rec["file"].rsplit("/", 1)[-1]: rec["top"][0]["class"] for rec in records}
+    assert got == {c.name: c.stem for c in clips}
+
+
+def test_eval_refuses_to_score_the_builtin_model_on_esc50():
+    r = runner.invoke(app, ["eval", "--model", "builtin"])
+    assert r.exit_code == 1
+    assert "trained on every fold" in r.output or "trained on all five folds" in r.output
