@@ -30,8 +30,10 @@ def check_fold(lm: LoadedModel, fold: int | None, builtin: bool, allow_seen: boo
     t = lm.meta["train"]
     if fold is None:
         if trained_fold is None:
-            raise EscError(f"model {lm.name} was trained on every fold: there is no held-out fold to score it on",
-                           "pass --fold N with --allow-seen to score it anyway (not a held-out result)")
+            who = "the built-in model" if builtin else f"model {lm.name}"
+            raise EscError(f"{who} was trained on all five folds: there is no held-out fold to score it on",
+                           "train a model of your own with `esc train`, or pass --fold N --allow-seen "
+                           "for a score that is not held out")
         fold = trained_fold
     seen = trained_fold is None or fold != trained_fold
     if seen and not allow_seen:
