@@ -22,8 +22,8 @@ from esccli import __version__
 from esccli.audio import load_audio
 from esccli.dataset import META_CSV, Clip, audio_path, read_metadata
 from esccli.errors import DatasetError, EscError
-from esccli.features import FeatureParams, log_mel, params_basis
-from esccli.fsutil import atomic_write, atomic_write_text, folder_lock, sha256_bytes, sha256_file
+from esccli.features import FeatureParams, log_mel, pad_or_trim, params_basis
+from esccli.fsutil import atomic_write, atomic_write_text, folder_lock, sha256_file
 from esccli.paths import Layout
 
 CACHE_FORMAT = 1
@@ -183,12 +183,8 @@ def _worker_init() -> None:
 
 
 def _featurize_files(paths: list[str], params: FeatureParams) -> np.ndarray:
-    waves = np.stack([_fit(load_audio(p, params.sample_rate), params.clip_samples) for p in paths])
+    waves = np.stack([pad_or_trim(load_audio(p, params.sample_rate), params.clip_samples) for p in paths])
     return log_mel(waves, params).astype(np.float16)
-
-
-def _fit(x: np.ndarray, n: int) -> np.ndarray:
-    return x[:n] if x.size >= n else np.pad(x, (0, n - x.size))
 
 
 def write_cache(folder: Path, fs: FeatureSet, csv_sha: str) -> None:
@@ -230,7 +226,3 @@ def read_cache(folder: Path, params: FeatureParams) -> FeatureSet | None:
             or features.shape[1:] != (params.n_mels, params.frames):
         return None
     return FeatureSet(features, targets, folds, filenames, params, folder)
-
-
-def index_sha(fs: FeatureSet) -> str:
-    return sha256_bytes(json.dumps(fs.filenames).encode())

@@ -77,3 +77,14 @@ def wav_bytes(x: np.ndarray, sr: int, subtype: str = "PCM_16", fmt: str = "WAV")
     buf = io.BytesIO()
     sf.write(buf, x, sr, format=fmt, subtype=subtype)
     return buf.getvalue()
+
+
+def assert_one_line_error(r, *words):
+    """A CliRunner result that failed with exactly one error line on stderr, naming `words`, and no traceback."""
+    assert r.exit_code not in (0, None), r.output
+    assert "Traceback" not in r.output
+    assert isinstance(r.exception, SystemExit)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    for w in words:
+        assert w in lines[0], lines[0]

@@ -21,7 +21,7 @@ from esccli import predict as core
 from esccli.checkpoint import load as load_model
 from esccli.cli import app
 from esccli.cli.predict import AUDIO_GLOB
-from synthetic import class_signal, wav_bytes
+from synthetic import assert_one_line_error, class_signal, wav_bytes
 
 runner = CliRunner()
 
@@ -46,16 +46,6 @@ def sound(name: str, seconds: float, sr: int = SR, seed: int = 0) -> np.ndarray:
 
 def records(r) -> dict:
     return {rec["file"]: rec for rec in json.loads(r.stdout)}
-
-
-def assert_one_line_error(r, *words):
-    assert r.exit_code not in (0, None), r.output
-    assert "Traceback" not in r.output
-    assert isinstance(r.exception, SystemExit)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")

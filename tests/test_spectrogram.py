@@ -12,6 +12,7 @@ from esccli import audio, plotting
 from esccli.cli import app
 from esccli.cli.spectrogram import Preset
 from esccli.features import PRESETS, log_mel
+from synthetic import assert_one_line_error
 
 runner = CliRunner()
 SMALL = ["--width", "3", "--height", "2", "--dpi", "40"]  # 120 x 80 pixels: quick to draw
@@ -32,16 +33,6 @@ def write(path: Path, x: np.ndarray, sr: int) -> Path:
 
 def run(*args):
     return runner.invoke(app, ["spectrogram", *map(str, args)])
-
-
-def assert_one_line_error(r, *words):
-    assert r.exit_code != 0, r.output
-    assert "Traceback" not in r.output
-    assert isinstance(r.exception, SystemExit)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
 
 
 def read_png(path: Path) -> np.ndarray:
