@@ -7,13 +7,31 @@ seeded run is repeatable and a resumed run replays exactly what an uninterrupted
 import torch
 
 
-def random_crop(x: torch.Tensor, frames: int, g: torch.Generator) -> torch.Tensor:
-    """A random window of `frames` frames from each clip (a random time shift that also shortens training)."""
+def random_crop(x: torch.Tensor, frames: int, g: torch.Generator, energy: bool = False) -> torch.Tensor:
+    """A random window of `frames` frames from each clip (a random time shift that also shortens training).
+
+    energy=True draws the window with a probability proportional to how loud it is (the mean of the features,
+    which are 0 dB..floor scaled to 1..-1), so that a crop seldom lands on the silence a short clip is padded with.
+    """
     total = x.shape[-1]
     if frames >= total:
         return x
-    starts = torch.randint(0, total - frames + 1, (x.shape[0],), generator=g)
+    if energy:
+        loud = (x.mean(dim=(1, 2)) + 1.0).clamp_min(0.0)  # [batch, total] >= 0
+        c = torch.nn.functional.pad(loud.cumsum(1), (1, 0))
+        windows = c[:, frames:] - c[:, :-frames]  # [batch, total - frames + 1]: loudness of each window
+        starts = torch.multinomial(windows + 1e-3 * windows.mean(1, keepdim=True) + 1e-12, 1, generator=g)[:, 0]
+    else:
+        starts = torch.randint(0, total - frames + 1, (x.shape[0],), generator=g)
     idx = starts[:, None] + torch.arange(frames)[None, :]  # [batch, frames]
+    return torch.gather(x, 3, idx[:, None, None, :].expand(-1, x.shape[1], x.shape[2], -1))
+
+
+def random_roll(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Rotate each clip in time by a random number of frames (a time shift that keeps every frame)."""
+    total = x.shape[-1]
+    shifts = torch.randint(0, total, (x.shape[0],), generator=g)
+    idx = (torch.arange(total)[None, :] + shifts[:, None]) % total  # [batch, frames]
     return torch.gather(x, 3, idx[:, None, None, :].expand(-1, x.shape[1], x.shape[2], -1))
 
 

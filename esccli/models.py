@@ -62,21 +62,25 @@ class EscNet(nn.Module):
     """The efficient default (see module docstring). x: [batch, 1, n_mels, frames] -> logits [batch, n_classes]."""
 
     def __init__(self, n_mels: int, frames: int, n_classes: int, stem: int = 16, channels=(32, 64, 128),
-                 dropout: float = 0.3, head: str = "flatten"):
+                 dropout: float = 0.3, head: str = "flatten", pool: str = "avg",
+                 stem_pool=(2, 2)):
         super().__init__()
         if head not in ("mean", "flatten"):
             raise ValueError(f"head must be 'mean' or 'flatten', not {head!r}")
+        if pool not in ("avg", "max"):
+            raise ValueError(f"pool must be 'avg' or 'max', not {pool!r}")
         self.head = head
-        layers = conv_bn_relu(1, stem) + [nn.AvgPool2d(2)]
+        Pool = nn.AvgPool2d if pool == "avg" else nn.MaxPool2d
+        layers = conv_bn_relu(1, stem) + [Pool(tuple(stem_pool))]  # (mel, time) reduction after the stem
         c_in = stem
         for i, c in enumerate(channels):
             layers += conv_bn_relu(c_in, c) + conv_bn_relu(c, c)
             if i < len(channels) - 1:
-                layers.append(nn.AvgPool2d(2))
+                layers.append(Pool(2))
             c_in = c
         self.features = nn.Sequential(*layers)
         self.dropout = nn.Dropout(dropout)
-        bins = n_mels // 2 ** len(channels)  # frequency bins left after the poolings
+        bins = n_mels // stem_pool[0] // 2 ** (len(channels) - 1)  # frequency bins left after the poolings
         self.fc = nn.Linear(c_in * (bins if head == "flatten" else 1), n_classes)
 
     def forward(self, x):

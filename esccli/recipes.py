@@ -12,9 +12,9 @@ class Recipe:
     arch: str = "escnet"
     arch_args: dict = field(default_factory=dict)
     features: str = "default"  # a features.PRESETS name
-    epochs: int = 50
+    epochs: int = 80
     batch_size: int = 32
-    optimizer: str = "adamw"  # "adamw" | "adam"
+    optimizer: str = "adamw"  # "adamw" | "adam" | "sgd" (Nesterov momentum 0.9)
     lr: float = 3e-3
     weight_decay: float = 1e-3
     schedule: str = "onecycle"  # "onecycle": linear warm-up then cosine to zero; "step": lr * gamma^(epoch // every)
@@ -24,6 +24,8 @@ class Recipe:
     label_smoothing: float = 0.1
     mixup_alpha: float = 0.4
     crop_frames: int = 100  # train on random windows of this many frames (0: the whole clip); 100 = 2 s
+    crop_energy: bool = True  # draw crops where the clip is loud rather than uniformly
+    time_roll: bool = False  # rotate each clip in time by a random amount (after the crop)
     freq_masks: int = 2
     freq_mask_width: int = 8
     time_masks: int = 2
@@ -48,11 +50,11 @@ RECIPES = {
     "seed": Recipe(
         arch="seed", features="seed", epochs=60, batch_size=16, optimizer="adam", lr=2e-5, weight_decay=0.0,
         schedule="step", warmup_epochs=0, step_every=20, step_gamma=0.1, label_smoothing=0.0, mixup_alpha=0.0,
-        crop_frames=0, freq_masks=0, time_masks=0,
+        crop_frames=0, crop_energy=False, freq_masks=0, time_masks=0,
     ),
     "default": Recipe(),
-    # the same network and augmentation, fewer epochs
-    "fast": Recipe(epochs=20),
+    # the same network and augmentation, fewer epochs: one fold in under 5 minutes on two CPU cores
+    "fast": Recipe(epochs=22),
 }
 
 

@@ -95,6 +95,11 @@ def make_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimi
         no_decay = [p for p in model.parameters() if p.ndim <= 1]  # no weight decay on BN and biases
         return torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
                                   {"params": no_decay, "weight_decay": 0.0}], lr=recipe.lr)
+    if recipe.optimizer == "sgd":
+        decay = [p for p in model.parameters() if p.ndim > 1]
+        no_decay = [p for p in model.parameters() if p.ndim <= 1]
+        return torch.optim.SGD([{"params": decay, "weight_decay": recipe.weight_decay},
+                                {"params": no_decay, "weight_decay": 0.0}], lr=recipe.lr, momentum=0.9, nesterov=True)
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
 
 
@@ -104,7 +109,9 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 def augment_batch(x: torch.Tensor, recipe: Recipe, g: torch.Generator) -> torch.Tensor:
     if recipe.crop_frames:
-        x = augment.random_crop(x, recipe.crop_frames, g)
+        x = augment.random_crop(x, recipe.crop_frames, g, recipe.crop_energy)
+    if recipe.time_roll:
+        x = augment.random_roll(x, g)
     x = augment.mask_bands(x, recipe.freq_masks, recipe.freq_mask_width, 2, g)
     x = augment.mask_bands(x, recipe.time_masks, recipe.time_mask_width, 3, g)
     return x

@@ -1,0 +1,73 @@
+import pytest
+import torch
+
+from esccli import augment
+from esccli.models import EscNet
+
+
+def clips_with_one_event(batch=64, mels=8, frames=100, at=(70, 80)):
+    """Silent clips (-1, the dB floor) with one loud event (+1) in the frames `at`."""
+    x = -torch.ones(batch, 1, mels, frames)
+    x[..., at[0]:at[1]] = 1.0
+    return x
+
+
+def test_uniform_crops_have_the_length_asked_and_come_from_the_clip():
+    g = torch.Generator().manual_seed(0)
+    x = torch.arange(50.0).expand(4, 1, 3, 50).clone()
+    y = augment.random_crop(x, 10, g)
+    assert y.shape == (4, 1, 3, 10)
+    for clip in y:
+        start = int(clip[0, 0, 0])
+        assert torch.equal(clip[0, 0], torch.arange(start, start + 10.0))
+
+
+def test_energy_crops_land_on_the_sound_and_uniform_ones_mostly_miss_it():
+    x = clips_with_one_event()
+    g = torch.Generator().manual_seed(0)
+    hit_energy = (augment.random_crop(x, 10, g, energy=True) > 0).flatten(1).any(1).float().mean()
+    hit_uniform = (augment.random_crop(x, 10, g, energy=False) > 0).flatten(1).any(1).float().mean()
+    assert hit_energy == 1.0
+    assert hit_uniform < 0.5  # 19 of 91 windows touch the event
+
+
+def test_energy_crops_of_silent_clips_still_work():
+    x = -torch.ones(3, 1, 4, 30)
+    y = augment.random_crop(x, 10, torch.Generator().manual_seed(1), energy=True)
+    assert y.shape == (3, 1, 4, 10)
+
+
+def test_crops_are_repeatable_from_the_generator():
+    x = torch.randn(8, 1, 4, 60)
+    a = augment.random_crop(x, 20, torch.Generator().manual_seed(5), energy=True)
+    b = augment.random_crop(x, 20, torch.Generator().manual_seed(5), energy=True)
+    assert torch.equal(a, b)
+
+
+def test_roll_keeps_every_frame():
+    x = torch.randn(5, 1, 4, 30)
+    y = augment.random_roll(x, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape
+    assert torch.allclose(y.sort(dim=3).values, x.sort(dim=3).values)
+    assert not torch.equal(x, y)
+
+
+def test_masks_set_bands_to_the_clip_floor():
+    x = torch.rand(4, 1, 16, 40) + 1.0
+    y = augment.mask_bands(x, 2, 5, 3, torch.Generator().manual_seed(0))
+    floor = x.amin(dim=(1, 2, 3), keepdim=True)
+    masked = (y == floor).all(dim=2)  # whole columns at the floor
+    assert masked.any()
+    assert torch.equal(y[~(y == floor)], x[~(y == floor)])
+
+
+@pytest.mark.parametrize("args", [{}, {"pool": "max"}, {"stem_pool": [2, 4]}, {"head": "mean", "channels": [8, 16, 32, 64]}])
+def test_escnet_variants_take_any_length(args):
+    m = EscNet(64, 251, 50, stem=8, **{"channels": [8, 16, 32], **args}).eval()
+    for frames in (100, 251):
+        assert m(torch.zeros(2, 1, 64, frames)).shape == (2, 50)
+
+
+def test_escnet_refuses_unknown_choices():
+    with pytest.raises(ValueError, match="pool"):
+        EscNet(64, 251, 50, pool="median")
