@@ -57,7 +57,7 @@ def _done(path: Path, recipe: Recipe, seed: int, fold: int) -> tuple[float, floa
 def run_cv(fs, recipe: Recipe, models_dir: Path, name: str, seed: int = 0, device: str = "cpu", jobs: int = 1,
            resume: bool = False, command: str = "", folds: list[int] | None = None, threads: int | None = None,
            on_epoch: Callable | None = None, on_step: Callable | None = None,
-           on_fold: Callable[[int, float, float], None] | None = None) -> CVResult:
+           on_fold: Callable[[int, float, float], None] | None = None, precision: str = "auto") -> CVResult:
     from esccli.train import train
 
     folds = folds or list(range(1, NUM_FOLDS + 1))
@@ -82,13 +82,14 @@ def run_cv(fs, recipe: Recipe, models_dir: Path, name: str, seed: int = 0, devic
     if jobs <= 1:
         for k, path in todo:
             r = train(fs, recipe, path, fold=k, seed=seed, device=device, resume=resume and path.with_suffix(".resume.pt").exists(),
-                      name=fold_name(name, k), command=command,
+                      name=fold_name(name, k), command=command, precision=precision,
                       on_epoch=(lambda s, k=k: on_epoch(k, s)) if on_epoch else None, on_step=on_step)
             record(k, r.meta["train"]["metrics"]["val_acc"], r.meta["train"]["seconds"])
     else:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = {pool.submit(_train_fold_worker, fs, recipe, str(path), k, seed, device, resume, name, command, jobs, threads): k
+            futures = {pool.submit(_train_fold_worker, fs, recipe, str(path), k, seed, device, resume, name, command, jobs, threads,
+                                   precision): k
                        for k, path in todo}
             for fut in as_completed(futures):
                 k = futures[fut]
@@ -98,11 +99,12 @@ def run_cv(fs, recipe: Recipe, models_dir: Path, name: str, seed: int = 0, devic
     return result
 
 
-def _train_fold_worker(fs, recipe, path, fold, seed, device, resume, name, command, jobs, threads):
+def _train_fold_worker(fs, recipe, path, fold, seed, device, resume, name, command, jobs, threads, precision):
     from esccli.train import set_threads, train
 
     set_threads(jobs, threads)
     path = Path(path)
     r = train(fs, recipe, path, fold=fold, seed=seed, device=device,
-              resume=resume and path.with_suffix(".resume.pt").exists(), name=fold_name(name, fold), command=command)
+              resume=resume and path.with_suffix(".resume.pt").exists(), name=fold_name(name, fold), command=command,
+              precision=precision)
     return r.meta["train"]["metrics"]["val_acc"], r.meta["train"]["seconds"]

@@ -33,6 +33,7 @@ def train(
     lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Peak learning rate [default: the recipe's]."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same model on the same machine."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 where the hardware computes it natively, else fp32), fp32 or bf16."),
     name: Optional[str] = typer.Option(None, "--name", help="Model name in the store [default: <recipe>-fold<k>, <recipe>-cv, <recipe>-all]."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, max=5, help="With --cv: folds trained in parallel processes."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads per training process [default: the cores / --jobs]."),
@@ -47,7 +48,7 @@ def train(
     from esccli.errors import EscError
     from esccli.features import PRESETS
     from esccli.recipes import RECIPES, get_recipe
-    from esccli.train import pick_device, set_threads
+    from esccli.train import pick_device, resolve_precision, set_threads
     from esccli.train import train as train_model
 
     if device not in DEVICES:
@@ -64,6 +65,7 @@ def train(
         recipe = recipe.with_overrides(arch=arch, arch_args={})
     recipe = recipe.with_overrides(epochs=epochs, batch_size=batch_size, lr=lr)
     dev = pick_device(device)
+    precision = resolve_precision(precision, dev, recipe.allow_bf16)
     set_threads(jobs if cv else 1, threads)
     held_out = None if all_folds else fold
     name = store.valid_name(name or (f"{preset}-cv" if cv else f"{preset}-all" if all_folds else f"{preset}-fold{fold}"))
@@ -80,7 +82,7 @@ def train(
 
     fs = build_features(PRESETS[recipe.features])
     common.dim_line(f"recipe {preset}: {recipe.arch}, {recipe.epochs} epochs, batch {recipe.batch_size}, lr {recipe.lr:g}, "
-                    f"device {dev}" + ("" if cv else f", {'all folds' if held_out is None else f'fold {held_out} held out'}"))
+                    f"device {dev} ({precision})" + ("" if cv else f", {'all folds' if held_out is None else f'fold {held_out} held out'}"))
 
     with common.progress_bar(transient=True) as bar:
         task = bar.add_task("epoch", total=None)
@@ -94,13 +96,13 @@ def train(
 
         if cv:
             result = run_cv(fs, recipe, layout.models, name, seed=seed, device=dev, jobs=jobs, resume=resume, threads=threads,
-                            command=command, on_epoch=lambda k, s: on_epoch(s, f"fold {k} "), on_step=on_step,
+                            command=command, precision=precision, on_epoch=lambda k, s: on_epoch(s, f"fold {k} "), on_step=on_step,
                             on_fold=lambda k, acc, secs: bar.console.print(
                                 f"[bold]fold {k}: {acc:.1%}[/] ({secs / 60:.1f} min)"))
         else:
             result = train_model(fs, recipe, store.model_path(layout, name), fold=held_out, seed=seed, device=dev,
                                  resume=resume, save_best=save_best, name=name, command=command,
-                                 on_epoch=on_epoch, on_step=on_step)
+                                 on_epoch=on_epoch, on_step=on_step, precision=precision)
 
     if cv:
         render_cv(result, as_json)
