@@ -71,3 +71,25 @@ def test_escnet_variants_take_any_length(args):
 def test_escnet_refuses_unknown_choices():
     with pytest.raises(ValueError, match="pool"):
         EscNet(64, 251, 50, pool="median")
+
+
+def test_the_seed_recipe_and_network_are_the_notebooks():
+    from torch import nn
+
+    from esccli.features import PRESETS
+    from esccli.models import ModelConfig, build_model
+    from esccli.recipes import get_recipe
+
+    r = get_recipe("seed")
+    assert (r.arch, r.features, r.epochs, r.batch_size, r.optimizer, r.lr, r.weight_decay) == ("seed", "seed", 60, 16, "adam", 2e-5, 0.0)
+    assert (r.schedule, r.step_every, r.step_gamma) == ("step", 20, 0.1)
+    assert (r.mixup_alpha, r.crop_frames, r.freq_masks, r.time_masks, r.label_smoothing) == (0.0, 0, 0, 0, 0.0)
+    assert not r.allow_bf16 and not r.channels_last  # fp32, as the notebook
+    p = PRESETS["seed"]
+    assert (p.sample_rate, p.n_fft, p.hop_length, p.n_mels, p.fmin, p.fmax, p.scale) == (44100, 2048, 512, 128, 20.0, 8300.0, "image")
+    m = build_model(ModelConfig("seed", 50, p.n_mels, p.frames))
+    convs = [l for l in m.modules() if isinstance(l, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [64, 128, 256, 512] and all(c.kernel_size == (3, 3) for c in convs)
+    linears = [l for l in m.modules() if isinstance(l, nn.Linear)]
+    assert [(l.in_features, l.out_features) for l in linears] == [(512 * 8 * 26, 1024), (1024, 50)]
+    assert any(isinstance(l, nn.Dropout) and l.p == 0.5 for l in m.modules())

@@ -15,7 +15,8 @@ from esccli.errors import EscError, ModelError
 from esccli.evaluate import check_fold, evaluate
 from esccli.metrics import category_confusion, confusion, report
 from esccli.paths import layout
-from esccli.train import TrainingInterrupted, lr_at, train
+from esccli import train as train_module
+from esccli.train import TrainingInterrupted, lr_at, resolve_precision, train
 
 runner = CliRunner()
 
@@ -129,6 +130,25 @@ def test_cli_eval_json_and_outputs(trained_model, synth_dataset, esc_home, tmp_p
     assert "accuracy" in r.stdout and "most confused" in r.stdout and "rows: true" in r.stdout
 
 
+def test_precision_auto_uses_bf16_only_where_the_cpu_has_it(monkeypatch):
+    monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: True)
+    assert resolve_precision("auto", "cpu") == "bf16"
+    assert resolve_precision("auto", "cpu", allow_bf16=False) == "fp32"  # the seed recipe stays fp32
+    assert resolve_precision("fp32", "cpu") == "fp32"
+    monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: False)
+    assert resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision("bf16", "cpu") == "bf16"  # asked for explicitly
+    with pytest.raises(EscError, match="unknown precision"):
+        resolve_precision("fp8", "cpu")
+
+
+def test_bf16_training_runs_and_is_recorded(tmp_path, synth_features):
+    r = train(synth_features, tiny_recipe(epochs=2), tmp_path / "b.pt", fold=5, precision="bf16")
+    assert r.meta["train"]["precision"] == "bf16"
+    assert all(np.isfinite(h["train_loss"]) for h in r.history)
+    assert checkpoint.read_meta(r.path)["train"]["precision"] == "bf16"
+
+
 def test_cli_train_then_models_then_eval(synth_dataset, esc_home):
     install(synth_dataset, esc_home)
     r = runner.invoke(app, ["train", "--preset", "fast", "--epochs", "1", "--name", "quick", "--json"])
@@ -157,6 +177,8 @@ def test_cli_says_what_to_do_when_things_are_missing(esc_home):
     assert r.exit_code == 1 and "no model named 'nosuch'" in r.output
     r = runner.invoke(app, ["train", "--preset", "nosuch"])
     assert r.exit_code == 1 and "unknown recipe" in r.output
+    r = runner.invoke(app, ["train", "--precision", "fp8"])
+    assert r.exit_code == 1 and "unknown precision 'fp8'" in r.output and "Traceback" not in r.output
 
 
 def test_damaged_and_foreign_model_files_are_refused(trained_model, tmp_path):
