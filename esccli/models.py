@@ -6,7 +6,9 @@
 - `escnet`: the default. A VGG-style CNN sized for a CPU (0.3 M parameters): few channels at full resolution,
   two convs per stage after that, average pooling, then a head that keeps where in frequency a pattern is
   (channels x remaining mel bins; `head="mean"` averages frequency away instead) and pools over time (max +
-  mean), so it accepts any number of frames (short crops in training, whole clips at test time).
+  mean), so it accepts any number of frames (short crops in training, whole clips at test time). The other
+  arguments (`pool="max"`, a coarser `stem_pool`, more or wider `channels`) are the variants docs/ablation.md
+  measured; none beat the defaults.
 """
 
 from dataclasses import asdict, dataclass, field

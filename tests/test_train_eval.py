@@ -80,6 +80,11 @@ def test_resume_refuses_other_settings(tmp_path, synth_features):
         train(synth_features, recipe, tmp_path / "m.pt", fold=5, on_epoch=lambda s: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(ModelError, match="other settings"):
         train(synth_features, recipe, tmp_path / "m.pt", fold=4, resume=True)
+    with pytest.raises(TrainingInterrupted):
+        train(synth_features, recipe, tmp_path / "p.pt", fold=5, precision="fp32",
+              on_epoch=lambda s: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(ModelError, match="other settings"):
+        train(synth_features, recipe, tmp_path / "p.pt", fold=5, precision="bf16", resume=True)
 
 
 def test_learning_rate_schedules():
