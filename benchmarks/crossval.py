@@ -3,6 +3,7 @@
     python benchmarks/crossval.py --preset default              # all five folds, one process per fold
     python benchmarks/crossval.py --preset fast --folds 1 2     # some folds
     python benchmarks/crossval.py --preset default --epochs 10  # a shorter variant (named accordingly)
+    python benchmarks/crossval.py --preset default --jobs 2     # two folds at a time, one thread each
 
 Each fold is a separate `esc train --fold K` on the shared 16 kHz ESC-50 copy (see common.py). A fold whose model
 exists already is not retrained: its stored accuracy and training time are reported, so an interrupted
@@ -12,11 +13,15 @@ cached features, training, per-epoch validation, saving).
 
 import argparse
 import json
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from common import BENCH_HOME, esc, prepare
 
+from esccli import checkpoint
 from esccli.metrics import mean_std
+from esccli.recipes import get_recipe
 
 
 def main() -> None:
@@ -25,33 +30,51 @@ def main() -> None:
     ap.add_argument("--folds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, help="passed to esc train (e.g. 1 when two benchmarks share 2 cores)")
+    ap.add_argument("--threads", type=int, help="passed to esc train [default: the cores / --jobs]")
+    ap.add_argument("--jobs", type=int, default=1, help="folds trained at the same time, each its own process")
     args = ap.parse_args()
+    threads = args.threads or (max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None)
     prepare()
     esc("featurize", "--preset", "seed" if args.preset == "seed" else "default")  # outside the timed part
 
     tag = f"bench-{args.preset}" + (f"-e{args.epochs}" if args.epochs else "") + (f"-s{args.seed}" if args.seed else "")
     stored = {m["name"]: m for m in json.loads(esc("models", "--json", capture=True).stdout)}
+    recipe = get_recipe(args.preset).with_overrides(epochs=args.epochs).to_dict()
+
+    def same_recipe(name: str) -> bool:  # a stored fold model counts only if it was made by this very recipe
+        t = checkpoint.read_meta(BENCH_HOME / "models" / f"{name}.pt")["train"]
+        return t["recipe"] == recipe and t["seed"] == args.seed
+
     results = {}
+    todo = []
     for k in args.folds:
         name = f"{tag}-fold{k}"
-        if name in stored and stored[name]["val_acc"] is not None:
+        if name in stored and stored[name]["val_acc"] is not None and same_recipe(name):
             results[k] = (stored[name]["val_acc"], None)
             print(f"fold {k}: {results[k][0]:.2%} (stored model {name})", flush=True)
-            continue
-        cmd = ["train", "--preset", args.preset, "--fold", str(k), "--name", name, "--seed", str(args.seed), "--json"]
+        else:
+            todo.append((k, name))
+
+    def run(k: int, name: str) -> None:
+        cmd = ["train", "--preset", args.preset, "--fold", str(k), "--name", name, "--seed", str(args.seed), "--json",
+               "--force"]
         if args.epochs:
             cmd += ["--epochs", str(args.epochs)]
-        if args.threads:
-            cmd += ["--threads", str(args.threads)]
+        if threads:
+            cmd += ["--threads", str(threads)]
         t = time.perf_counter()
         out = json.loads(esc(*cmd, capture=True).stdout)
         wall = time.perf_counter() - t
         results[k] = (out["val_acc"], wall)
-        print(f"fold {k}: {out['val_acc']:.2%} in {wall / 60:.1f} min wall ({out['seconds'] / 60:.1f} min training loop)",
-              flush=True)
+        print(f"fold {k}: {out['val_acc']:.2%} in {wall / 60:.1f} min wall ({out['seconds'] / 60:.1f} min training loop"
+              + (f", {args.jobs} folds at a time" if args.jobs > 1 else "") + ")", flush=True)
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for f in [pool.submit(run, k, name) for k, name in todo]:
+            f.result()
     mean, std = mean_std([a for a, _ in results.values()])
     walls = [w for _, w in results.values() if w]
+    print("per fold: " + ", ".join(f"{k}: {results[k][0]:.2%}" for k in sorted(results)))
     print(f"{tag}: folds {sorted(results)}: mean {mean:.2%} ± {std:.2%}"
           + (f"; median wall time per fold {sorted(walls)[len(walls) // 2] / 60:.1f} min" if walls else ""))
     print(f"(models in {BENCH_HOME}/models)")
