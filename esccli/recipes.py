@@ -4,7 +4,7 @@
 of ESC-50 and are scored by 5-fold cross-validation (docs/ablation.md has the figures behind each choice).
 """
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -35,11 +35,6 @@ class Recipe:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Recipe":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
     def with_overrides(self, **kw) -> "Recipe":
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
