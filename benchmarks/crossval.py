@@ -22,6 +22,7 @@ from common import BENCH_HOME, esc, prepare
 from esccli import checkpoint
 from esccli.metrics import mean_std
 from esccli.recipes import get_recipe
+from esccli.train import pick_device, resolve_precision
 
 
 def main() -> None:
@@ -41,9 +42,11 @@ def main() -> None:
     stored = {m["name"]: m for m in json.loads(esc("models", "--json", capture=True).stdout)}
     recipe = get_recipe(args.preset).with_overrides(epochs=args.epochs).to_dict()
 
-    def same_recipe(name: str) -> bool:  # a stored fold model counts only if it was made by this very recipe
+    precision = resolve_precision("auto", pick_device("auto"), get_recipe(args.preset).allow_bf16)  # what esc train will use
+
+    def same_recipe(name: str) -> bool:  # a stored fold model counts only if made by this very recipe and precision
         t = checkpoint.read_meta(BENCH_HOME / "models" / f"{name}.pt")["train"]
-        return t["recipe"] == recipe and t["seed"] == args.seed
+        return t["recipe"] == recipe and t["seed"] == args.seed and t.get("precision", "fp32") == precision
 
     results = {}
     todo = []

@@ -43,13 +43,14 @@ def summary_path(models_dir: Path, name: str) -> Path:
     return Path(models_dir) / f"{name}.cv.json"
 
 
-def _done(path: Path, recipe: Recipe, seed: int, fold: int) -> tuple[float, float] | None:
-    """(accuracy, seconds) of a finished fold model made with these settings, else None."""
+def _done(path: Path, recipe: Recipe, seed: int, fold: int, precision: str) -> tuple[float, float] | None:
+    """(accuracy, seconds) of a finished fold model made with these settings (and precision), else None."""
     if not path.is_file():
         return None
     meta = checkpoint.read_meta(path)
     t = meta["train"]
-    if t.get("recipe") != recipe.to_dict() or t.get("seed") != seed or t.get("fold") != fold:
+    if (t.get("recipe") != recipe.to_dict() or t.get("seed") != seed or t.get("fold") != fold
+            or t.get("precision", "fp32") != precision):
         return None
     return t["metrics"]["val_acc"], t.get("seconds", 0.0)
 
@@ -58,14 +59,15 @@ def run_cv(fs, recipe: Recipe, models_dir: Path, name: str, seed: int = 0, devic
            resume: bool = False, command: str = "", folds: list[int] | None = None, threads: int | None = None,
            on_epoch: Callable | None = None, on_step: Callable | None = None,
            on_fold: Callable[[int, float, float], None] | None = None, precision: str = "auto") -> CVResult:
-    from esccli.train import train
+    from esccli.train import resolve_precision, train
 
+    precision = resolve_precision(precision, device, recipe.allow_bf16)
     folds = folds or list(range(1, NUM_FOLDS + 1))
     result = CVResult(name)
     todo = []
     for k in folds:
         path = Path(models_dir) / f"{fold_name(name, k)}.pt"
-        done = _done(path, recipe, seed, k) if resume else None
+        done = _done(path, recipe, seed, k, precision) if resume else None
         if done:
             result.folds[k], result.seconds[k] = done
             if on_fold:

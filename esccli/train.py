@@ -5,6 +5,7 @@ atomically at the end of every epoch, so an interrupted run resumed with `resume
 uninterrupted one on the same machine.
 """
 
+import contextlib
 import math
 import os
 import time
@@ -119,11 +120,13 @@ def resolve_precision(precision: str, device: str, allow_bf16: bool = True) -> s
     recipe allows it (the seed recipe stays fp32, as the notebook), else fp32."""
     if precision not in PRECISIONS:
         raise EscError(f"unknown precision {precision!r}", f"choose one of: {', '.join(PRECISIONS)}")
+    kind = device.split(":")[0]
+    if precision == "bf16" and not (kind == "cpu" or (kind == "cuda" and torch.cuda.is_bf16_supported())):
+        raise EscError(f"bf16 training is not supported on {device}", "use --precision fp32 (or auto)")
     if precision != "auto":
         return precision
     if not allow_bf16:
         return "fp32"
-    kind = device.split(":")[0]
     if kind == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     if kind == "cpu":
@@ -132,9 +135,11 @@ def resolve_precision(precision: str, device: str, allow_bf16: bool = True) -> s
 
 
 def autocast(device: str, precision: str):
-    """The autocast context of a training step (a no-op for fp32)."""
-    kind = device.split(":")[0]
-    return torch.autocast(device_type=kind, dtype=torch.bfloat16, enabled=precision == "bf16")
+    """The autocast context of a training step: bf16 autocast, or nothing at all for fp32 (older torch refuses
+    to build an autocast context for some devices, mps among them, even a disabled one)."""
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

@@ -61,7 +61,8 @@ def test_masks_set_bands_to_the_clip_floor():
     assert torch.equal(y[~(y == floor)], x[~(y == floor)])
 
 
-@pytest.mark.parametrize("args", [{}, {"pool": "max"}, {"stem_pool": [2, 4]}, {"head": "mean", "channels": [8, 16, 32, 64]}])
+@pytest.mark.parametrize("args", [{}, {"pool": "max"}, {"stem_pool": [2, 4]}, {"stem_pool": [4, 2]},
+                                  {"head": "mean", "channels": [8, 16, 32, 64]}])
 def test_escnet_variants_take_any_length(args):
     m = EscNet(64, 251, 50, stem=8, **{"channels": [8, 16, 32], **args}).eval()
     for frames in (100, 251):

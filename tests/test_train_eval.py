@@ -145,6 +145,19 @@ def test_precision_auto_uses_bf16_only_where_the_cpu_has_it(monkeypatch):
     assert resolve_precision("bf16", "cpu") == "bf16"  # asked for explicitly
     with pytest.raises(EscError, match="unknown precision"):
         resolve_precision("fp8", "cpu")
+    with pytest.raises(EscError, match="not supported on mps"):
+        resolve_precision("bf16", "mps")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    with pytest.raises(EscError, match="not supported on cuda"):
+        resolve_precision("bf16", "cuda")
+    assert resolve_precision("auto", "cuda") == "fp32"
+
+
+def test_fp32_steps_build_no_autocast_context():  # older torch refuses one for mps even when disabled
+    import contextlib
+
+    assert isinstance(train_module.autocast("mps", "fp32"), contextlib.nullcontext)
+    assert isinstance(train_module.autocast("cpu", "bf16"), torch.autocast)
 
 
 def test_bf16_training_runs_and_is_recorded(tmp_path, synth_features):
@@ -292,3 +305,9 @@ def test_cross_validation_trains_each_fold_and_resumes(tmp_path, synth_features)
     r2 = run_cv(synth_features, recipe, tmp_path, "cv", folds=[3, 4, 5], resume=True, jobs=2)
     assert (tmp_path / "cv-fold4.pt").stat().st_mtime_ns == before
     assert r2.folds[4] == r.folds[4] and 3 in r2.folds
+
+    # a finished fold made in another precision is not counted: it is trained again
+    other = "bf16" if checkpoint.read_meta(tmp_path / "cv-fold4.pt")["train"]["precision"] == "fp32" else "fp32"
+    run_cv(synth_features, recipe, tmp_path, "cv", folds=[4], resume=True, precision=other)
+    assert (tmp_path / "cv-fold4.pt").stat().st_mtime_ns != before
+    assert checkpoint.read_meta(tmp_path / "cv-fold4.pt")["train"]["precision"] == other
