@@ -10,7 +10,6 @@ clip and the ratio to fp32. Needs no dataset.
 
 import argparse
 import time
-from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +19,7 @@ from common import median
 from esccli.features import PRESETS
 from esccli.models import ModelConfig, build_model, count_parameters
 from esccli.recipes import get_recipe
-from esccli.train import make_optimizer
+from esccli.train import autocast, make_optimizer
 
 VARIANTS = ("fp32", "channels_last", "bf16", "bf16+channels_last")
 
@@ -36,9 +35,8 @@ def make(variant: str, recipe, n_mels: int, frames: int):
 def step(variant: str, model, opt, x, y) -> float:
     if "channels_last" in variant:
         x = x.contiguous(memory_format=torch.channels_last)
-    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if "bf16" in variant else nullcontext()
     t = time.perf_counter()
-    with ctx:
+    with autocast("cpu", "bf16" if "bf16" in variant else "fp32"):
         logits = model(x).float()
     loss = F.cross_entropy(logits, y)
     opt.zero_grad(set_to_none=True)
