@@ -17,7 +17,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from common import BENCH_HOME, esc, prepare
+from common import BENCH_HOME, esc, median, prepare
 
 from esccli import checkpoint
 from esccli.metrics import mean_std
@@ -40,19 +40,18 @@ def main() -> None:
 
     tag = f"bench-{args.preset}" + (f"-e{args.epochs}" if args.epochs else "") + (f"-s{args.seed}" if args.seed else "")
     stored = {m["name"]: m for m in json.loads(esc("models", "--json", capture=True).stdout)}
-    recipe = get_recipe(args.preset).with_overrides(epochs=args.epochs).to_dict()
+    recipe = get_recipe(args.preset).with_overrides(epochs=args.epochs)
+    precision = resolve_precision("auto", pick_device("auto"), recipe.allow_bf16)  # what esc train will use
 
-    precision = resolve_precision("auto", pick_device("auto"), get_recipe(args.preset).allow_bf16)  # what esc train will use
-
-    def same_recipe(name: str) -> bool:  # a stored fold model counts only if made by this very recipe and precision
-        t = checkpoint.read_meta(BENCH_HOME / "models" / f"{name}.pt")["train"]
-        return t["recipe"] == recipe and t["seed"] == args.seed and t.get("precision", "fp32") == precision
+    def train_meta(name: str) -> dict:
+        return checkpoint.read_meta(BENCH_HOME / "models" / f"{name}.pt")["train"]
 
     results = {}
     todo = []
     for k in args.folds:
         name = f"{tag}-fold{k}"
-        if name in stored and stored[name]["val_acc"] is not None and same_recipe(name):
+        # a stored fold model counts only if this very recipe made it, with the same seed and precision
+        if name in stored and stored[name]["val_acc"] is not None and recipe.made(train_meta(name), k, args.seed, precision):
             results[k] = (stored[name]["val_acc"], None)
             print(f"fold {k}: {results[k][0]:.2%} (stored model {name})", flush=True)
         else:
@@ -78,8 +77,12 @@ def main() -> None:
     mean, std = mean_std([a for a, _ in results.values()])
     walls = [w for _, w in results.values() if w]
     print("per fold: " + ", ".join(f"{k}: {results[k][0]:.2%}" for k in sorted(results)))
+    # the epochs of every fold, from the models' own history: what an epoch costs and the data pipeline's share
+    epochs = [e for k in sorted(results) for e in train_meta(f"{tag}-fold{k}")["history"]]
+    print(f"epoch: median {median([e['seconds'] for e in epochs]):.2f} s, of which data "
+          f"{median([e['data_seconds'] for e in epochs]):.2f} s ({median([e['data_seconds'] / e['seconds'] for e in epochs]):.1%})")
     print(f"{tag}: folds {sorted(results)}: mean {mean:.2%} ± {std:.2%}"
-          + (f"; median wall time per fold {sorted(walls)[len(walls) // 2] / 60:.1f} min" if walls else ""))
+          + (f"; median wall time per fold {median(walls) / 60:.1f} min" if walls else ""))
     print(f"(models in {BENCH_HOME}/models)")
 
 

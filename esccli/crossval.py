@@ -47,10 +47,8 @@ def _done(path: Path, recipe: Recipe, seed: int, fold: int, precision: str) -> t
     """(accuracy, seconds) of a finished fold model made with these settings (and precision), else None."""
     if not path.is_file():
         return None
-    meta = checkpoint.read_meta(path)
-    t = meta["train"]
-    if (t.get("recipe") != recipe.to_dict() or t.get("seed") != seed or t.get("fold") != fold
-            or t.get("precision", "fp32") != precision):
+    t = checkpoint.read_meta(path)["train"]
+    if not recipe.made(t, fold, seed, precision):
         return None
     return t["metrics"]["val_acc"], t.get("seconds", 0.0)
 

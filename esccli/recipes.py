@@ -36,6 +36,12 @@ class Recipe:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def made(self, train_meta: dict, fold: int | None, seed: int, precision: str) -> bool:
+        """Whether a model's `train` metadata says this recipe made it, with this held-out fold, seed and precision
+        (models from before the precision was recorded were trained in fp32)."""
+        return (train_meta.get("recipe") == self.to_dict() and train_meta.get("fold") == fold
+                and train_meta.get("seed") == seed and train_meta.get("precision", "fp32") == precision)
+
     def with_overrides(self, **kw) -> "Recipe":
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
 

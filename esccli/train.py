@@ -221,10 +221,7 @@ def train(
     start, history, best_acc = 0, [], -1.0
     if resume and resume_path.exists():
         blob = checkpoint.read(resume_path)
-        same = (blob["train"]["recipe"] == recipe.to_dict() and blob["train"]["fold"] == fold
-                and blob["train"]["seed"] == seed and blob["features"] == fs.params.to_dict()
-                and blob["train"].get("precision", "fp32") == precision)
-        if not same:
+        if not (recipe.made(blob["train"], fold, seed, precision) and blob["features"] == fs.params.to_dict()):
             raise ModelError(f"{resume_path} was made with other settings (recipe, fold, seed, features or precision)",
                              "run again without --resume to start over")
         model.load_state_dict(blob["state_dict"])
