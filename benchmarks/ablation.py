@@ -2,14 +2,17 @@
 
     python benchmarks/ablation.py --preset default --fold 1 --set epochs=30 --set mixup_alpha=0.2
     python benchmarks/ablation.py --set 'arch_args={"channels": [32, 64, 128, 256]}' --threads 1
+    python benchmarks/ablation.py --feature n_mels=128 --set 'arch_args={"stem_pool": [4, 2]}'
 
 Each --set overrides one field of the recipe (esccli/recipes.py); the value is read as JSON when it parses,
-else as a string. Trains on the shared 16 kHz ESC-50 copy with `fold` held out, and prints the held-out
+else as a string. Each --feature overrides one feature parameter of the recipe's feature preset
+(esccli/features.py) the same way. Trains on the shared 16 kHz ESC-50 copy with `fold` held out, and prints the held-out
 accuracy of the final epoch (no epoch picking) and the wall time of the training loop. The model is written to
 BENCH_HOME/ablation/ and is not part of the `esc models` list.
 """
 
 import argparse
+import dataclasses
 import json
 import time
 
@@ -36,6 +39,7 @@ def main() -> None:
     ap.add_argument("--fold", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    ap.add_argument("--feature", action="append", default=[], metavar="FIELD=VALUE")
     ap.add_argument("--threads", type=int)
     ap.add_argument("--name", help="name of the run (default: made from the overrides)")
     args = ap.parse_args()
@@ -43,9 +47,11 @@ def main() -> None:
     recipe = get_recipe(args.preset).with_overrides(**overrides)
     set_threads(threads=args.threads)
     layout = paths.layout(prepare())
-    fs = load_or_build(layout, PRESETS[recipe.features])
+    feature_overrides = dict(parse_set(s) for s in args.feature)
+    fs = load_or_build(layout, dataclasses.replace(PRESETS[recipe.features], **feature_overrides).validate())
     name = args.name or "-".join([args.preset, f"f{args.fold}", f"s{args.seed}"] +
-                                 [f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in overrides.items()])
+                                 [f"{k}={json.dumps(v, separators=(',', ':'))}"
+                                  for k, v in {**feature_overrides, **overrides}.items()])
     out = BENCH_HOME / "ablation" / (name.replace("/", "_")[:200] + ".pt")
     out.parent.mkdir(parents=True, exist_ok=True)
 
@@ -59,7 +65,7 @@ def main() -> None:
     wall = time.perf_counter() - t
     acc = result.history[-1]["val_acc"]
     print(json.dumps({"name": name, "fold": args.fold, "val_acc": acc, "minutes": round(wall / 60, 2),
-                      "parameters": result.meta["train"]["parameters"], "overrides": overrides}), flush=True)
+                      "parameters": result.meta["train"]["parameters"], "overrides": overrides, "features": feature_overrides}), flush=True)
 
 
 if __name__ == "__main__":

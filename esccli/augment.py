@@ -4,14 +4,20 @@ x is float [batch, 1, n_mels, frames]. All randomness comes from the torch.Gener
 seeded run is repeatable and a resumed run replays exactly what an uninterrupted one would have done.
 """
 
+import math
+
 import torch
 
 
-def random_crop(x: torch.Tensor, frames: int, g: torch.Generator, energy: bool = False) -> torch.Tensor:
+def random_crop(x: torch.Tensor, frames: int, g: torch.Generator, energy: bool = False,
+                stretch: float = 1.0) -> torch.Tensor:
     """A random window of `frames` frames from each clip (a random time shift that also shortens training).
 
     energy=True draws the window with a probability proportional to how loud it is (the mean of the features,
     which are 0 dB..floor scaled to 1..-1), so that a crop seldom lands on the silence a short clip is padded with.
+    stretch > 1 also changes each clip's tempo by a random factor between 1/stretch and stretch (log-uniform):
+    the window read is `frames * factor` long, around the same centre, and resampled to `frames` frames by linear
+    interpolation (a time stretch on the spectrogram; frames past either end repeat the edge frame).
     """
     total = x.shape[-1]
     if frames >= total:
@@ -23,16 +29,39 @@ def random_crop(x: torch.Tensor, frames: int, g: torch.Generator, energy: bool =
         starts = torch.multinomial(windows + 1e-3 * windows.mean(1, keepdim=True) + 1e-12, 1, generator=g)[:, 0]
     else:
         starts = torch.randint(0, total - frames + 1, (x.shape[0],), generator=g)
-    idx = starts[:, None] + torch.arange(frames)[None, :]  # [batch, frames]
+    if stretch <= 1.0:
+        return _frames(x, starts[:, None] + torch.arange(frames)[None, :])
+    factor = torch.exp((2 * torch.rand(x.shape[0], 1, generator=g) - 1) * math.log(stretch))  # [batch, 1]
+    offsets = torch.arange(frames, dtype=torch.float32)[None, :] + 0.5 - frames / 2
+    pos = (starts[:, None] + frames / 2 + offsets * factor - 0.5).clamp(0, total - 1)  # [batch, frames]
+    lo = pos.floor().long()
+    w = (pos - lo)[:, None, None, :]
+    return _frames(x, lo) * (1 - w) + _frames(x, (lo + 1).clamp_max(total - 1)) * w
+
+
+def _frames(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x[b, :, :, idx[b]] for each clip b: idx is [batch, frames]."""
     return torch.gather(x, 3, idx[:, None, None, :].expand(-1, x.shape[1], x.shape[2], -1))
+
+
+def freq_shift(x: torch.Tensor, max_bins: int, g: torch.Generator) -> torch.Tensor:
+    """Move each clip up or down the mel axis by a random whole number of bins in [-max_bins, max_bins] (a pitch
+    shift, roughly: mel bins are nearly logarithmic above 1 kHz); the bins left empty are set to the clip's floor."""
+    if max_bins <= 0:
+        return x
+    n_mels = x.shape[2]
+    shifts = torch.randint(-max_bins, max_bins + 1, (x.shape[0], 1), generator=g)
+    src = torch.arange(n_mels)[None, :] - shifts  # output bin i comes from input bin i - shift
+    moved = torch.gather(x, 2, src.clamp(0, n_mels - 1)[:, None, :, None].expand(-1, x.shape[1], -1, x.shape[3]))
+    inside = ((src >= 0) & (src < n_mels))[:, None, :, None]
+    return torch.where(inside, moved, x.amin(dim=(1, 2, 3), keepdim=True))
 
 
 def random_roll(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Rotate each clip in time by a random number of frames (a time shift that keeps every frame)."""
     total = x.shape[-1]
     shifts = torch.randint(0, total, (x.shape[0],), generator=g)
-    idx = (torch.arange(total)[None, :] + shifts[:, None]) % total  # [batch, frames]
-    return torch.gather(x, 3, idx[:, None, None, :].expand(-1, x.shape[1], x.shape[2], -1))
+    return _frames(x, (torch.arange(total)[None, :] + shifts[:, None]) % total)
 
 
 def mask_bands(x: torch.Tensor, count: int, width: int, axis: int, g: torch.Generator) -> torch.Tensor:

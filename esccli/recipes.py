@@ -25,6 +25,8 @@ class Recipe:
     mixup_alpha: float = 0.4
     crop_frames: int = 100  # train on random windows of this many frames (0: the whole clip); 100 = 2 s
     crop_energy: bool = True  # draw crops where the clip is loud rather than uniformly
+    stretch: float = 1.0  # with crops: change the tempo by a random factor in [1/stretch, stretch] (1: off)
+    freq_shift: int = 0  # move each clip up/down the mel axis by up to this many bins (0: off)
     time_roll: bool = False  # rotate each clip in time by a random amount (after the crop)
     freq_masks: int = 2
     freq_mask_width: int = 8

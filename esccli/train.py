@@ -148,7 +148,8 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 def augment_batch(x: torch.Tensor, recipe: Recipe, g: torch.Generator) -> torch.Tensor:
     if recipe.crop_frames:
-        x = augment.random_crop(x, recipe.crop_frames, g, recipe.crop_energy)
+        x = augment.random_crop(x, recipe.crop_frames, g, recipe.crop_energy, recipe.stretch)
+    x = augment.freq_shift(x, recipe.freq_shift, g)
     if recipe.time_roll:
         x = augment.random_roll(x, g)
     x = augment.mask_bands(x, recipe.freq_masks, recipe.freq_mask_width, 2, g)

@@ -44,6 +44,49 @@ def test_crops_are_repeatable_from_the_generator():
     assert torch.equal(a, b)
 
 
+def test_stretched_crops_read_a_longer_or_shorter_window_at_an_even_pace():
+    # a clip whose frame t holds the value t: a stretched crop is then an arithmetic sequence whose step is the
+    # tempo factor, within [1/1.5, 1.5], and not 1 for every clip
+    x = torch.arange(200.0).expand(16, 1, 3, 200).clone()
+    y = augment.random_crop(x, 20, torch.Generator().manual_seed(0), stretch=1.5)
+    assert y.shape == (16, 1, 3, 20)
+    steps = y[:, 0, 0].diff(dim=1)
+    assert torch.allclose(steps, steps[:, :1].expand_as(steps), atol=1e-4)  # even pace within each crop
+    assert (steps[:, 0] >= 1 / 1.5 - 1e-4).all() and (steps[:, 0] <= 1.5 + 1e-4).all()
+    assert (steps[:, 0] > 1.05).any() and (steps[:, 0] < 0.95).any()
+
+
+def test_stretch_one_is_the_plain_crop():
+    x = torch.randn(8, 1, 4, 60)
+    a = augment.random_crop(x, 20, torch.Generator().manual_seed(5), energy=True)
+    b = augment.random_crop(x, 20, torch.Generator().manual_seed(5), energy=True, stretch=1.0)
+    assert torch.equal(a, b)
+
+
+def test_stretched_crops_at_the_ends_repeat_the_edge_frame():
+    x = torch.arange(30.0).expand(64, 1, 2, 30).clone()
+    y = augment.random_crop(x, 28, torch.Generator().manual_seed(0), stretch=2.0)
+    assert y.min() == 0.0 and y.max() == 29.0  # positions past either end are clamped, never wrapped
+
+
+def test_freq_shift_moves_clips_along_the_mel_axis_and_fills_with_the_floor():
+    x = torch.arange(16.0).view(1, 1, 16, 1).expand(32, 1, 16, 5).clone() + 1.0  # bin i holds i + 1; floor 1
+
+    def shifted(s):  # bin i takes bin i - s; bins with no source hold the floor
+        src = torch.arange(16) - s
+        return torch.where((src >= 0) & (src < 16), src + 1.0, torch.tensor(1.0))
+
+    y = augment.freq_shift(x, 3, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape
+    drawn = []
+    for clip in y[:, 0]:
+        matches = [s for s in range(-3, 4) if torch.equal(clip, shifted(s)[:, None].expand(16, 5))]
+        assert len(matches) == 1
+        drawn += matches
+    assert min(drawn) < 0 < max(drawn)  # down and up
+    assert torch.equal(augment.freq_shift(x, 0, torch.Generator()), x)
+
+
 def test_roll_keeps_every_frame():
     x = torch.randn(5, 1, 4, 30)
     y = augment.random_roll(x, torch.Generator().manual_seed(0))

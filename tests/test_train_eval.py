@@ -52,7 +52,8 @@ def test_model_file_carries_its_metadata(trained_model):
 
 
 def test_same_seed_same_model_and_resume_equals_uninterrupted(tmp_path, synth_features):
-    recipe = tiny_recipe(epochs=3, mixup_alpha=0.4, crop_frames=40, freq_masks=1, time_masks=1)
+    recipe = tiny_recipe(epochs=3, mixup_alpha=0.4, crop_frames=40, stretch=1.2, freq_shift=2, freq_masks=1,
+                         time_masks=1)
     a = train(synth_features, recipe, tmp_path / "a.pt", fold=5, seed=3)
     b = train(synth_features, recipe, tmp_path / "b.pt", fold=5, seed=3)
     assert states_equal(checkpoint.read(a.path)["state_dict"], checkpoint.read(b.path)["state_dict"])
