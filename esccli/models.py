@@ -9,6 +9,8 @@
   mean), so it accepts any number of frames (short crops in training, whole clips at test time). The other
   arguments (`pool="max"`, a coarser `stem_pool`, more or wider `channels`) are the variants docs/ablation.md
   measured; none beat the defaults.
+- `ensemble`: several networks of one architecture, trained apart (seeds seed, seed + 1, ...: esccli/ensemble.py);
+  its output is the log of their mean probability, so softmax gives the averaged prediction.
 """
 
 from dataclasses import asdict, dataclass, field
@@ -95,7 +97,31 @@ class EscNet(nn.Module):
         return self.fc(self.dropout(x))
 
 
-ARCHITECTURES = {"seed": SeedCNN, "escnet": EscNet}
+class Ensemble(nn.Module):
+    """`members` networks of the architecture `member`; x -> log of the members' mean probability [batch, n_classes]."""
+
+    def __init__(self, n_mels: int, frames: int, n_classes: int, member: str = "escnet", members: int = 2,
+                 member_args: dict | None = None):
+        super().__init__()
+        if member not in ARCHITECTURES or member == "ensemble":
+            raise ValueError(f"unknown member architecture {member!r}")
+        if members < 1:
+            raise ValueError(f"an ensemble needs at least one member, not {members}")
+        self.members = nn.ModuleList(ARCHITECTURES[member](n_mels=n_mels, frames=frames, n_classes=n_classes,
+                                                           **(member_args or {})) for _ in range(members))
+
+    def forward(self, x):
+        probs = torch.stack([m(x).float().softmax(-1) for m in self.members]).mean(0)
+        return probs.clamp_min(1e-12).log()
+
+
+ARCHITECTURES = {"seed": SeedCNN, "escnet": EscNet, "ensemble": Ensemble}
+
+
+def ensemble_config(member: ModelConfig, members: int) -> ModelConfig:
+    """The config of an ensemble of `members` networks configured as `member`."""
+    return ModelConfig("ensemble", member.n_classes, member.n_mels, member.frames,
+                       {"member": member.arch, "members": members, "member_args": dict(member.args)})
 
 
 def build_model(config: ModelConfig) -> nn.Module:

@@ -34,6 +34,7 @@ class Recipe:
     time_mask_width: int = 20
     channels_last: bool = True  # NHWC memory layout: 0.86x the time of NCHW on a CPU (benchmarks/step_cost.py)
     allow_bf16: bool = True  # whether --precision auto may pick bf16 autocast
+    members: int = 1  # networks trained apart (seeds seed, seed + 1, ...) whose mean probability is the prediction
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -43,6 +44,10 @@ class Recipe:
         (models from before the precision was recorded were trained in fp32)."""
         return (train_meta.get("recipe") == self.to_dict() and train_meta.get("fold") == fold
                 and train_meta.get("seed") == seed and train_meta.get("precision", "fp32") == precision)
+
+    def member(self) -> "Recipe":
+        """The recipe of one member of an ensemble recipe (itself when it has one member)."""
+        return replace(self, members=1)
 
     def with_overrides(self, **kw) -> "Recipe":
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
@@ -56,9 +61,10 @@ RECIPES = {
         schedule="step", warmup_epochs=0, step_every=20, step_gamma=0.1, label_smoothing=0.0, mixup_alpha=0.0,
         crop_frames=0, crop_energy=False, freq_masks=0, time_masks=0, channels_last=False, allow_bf16=False,
     ),
-    "default": Recipe(),
+    # two networks trained apart, side by side on a 2-core CPU (one thread each), averaged
+    "default": Recipe(members=2),
     # the same network and augmentation, fewer epochs: one fold in under 5 minutes on two CPU cores
-    "fast": Recipe(epochs=40),
+    "fast": Recipe(epochs=40, members=1),
 }
 
 

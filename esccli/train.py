@@ -43,6 +43,7 @@ class EpochStats:
     lr: float
     seconds: float
     data_seconds: float  # time spent outside forward/backward/step (batching, augmentation)
+    member: int = 0  # which member of an ensemble this is (1-based; 0: a single network)
 
 
 @dataclass
@@ -184,9 +185,22 @@ def train(
     on_epoch: Callable[[EpochStats], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
     precision: str = "auto",
+    member_jobs: int = 1,
+    member_threads: int | None = None,
 ) -> TrainResult:
-    """Train `recipe` on every fold but `fold` (all clips when fold is None) and save the model at `path`."""
+    """Train `recipe` on every fold but `fold` (all clips when fold is None) and save the model at `path`.
+
+    A recipe with several members trains them apart and saves their ensemble (esccli/ensemble.py), `member_jobs`
+    of them side by side in processes of `member_threads` threads each."""
     path = Path(path)
+    if recipe.members > 1:
+        if save_best:
+            raise EscError("--save-best picks one epoch of one network; an ensemble has several",
+                           "use --members 1 with --save-best")
+        from esccli.ensemble import train_ensemble
+
+        return train_ensemble(fs, recipe, path, fold, seed, device, resume, name, command, precision,
+                              jobs=member_jobs, threads=member_threads, on_epoch=on_epoch, on_step=on_step)
     resume_path = path.with_suffix(".resume.pt")
     best_path = path.with_suffix(".best.pt")
     train_idx, val_idx = split(fs, fold)
@@ -272,7 +286,7 @@ def train(
                 val_acc = float((logits.argmax(1) == y_val).float().mean())
             stats = EpochStats(epoch + 1, recipe.epochs, loss_sum / steps, val_loss, val_acc, lr,
                                time.perf_counter() - t0, data_time)
-            history.append({k: v for k, v in stats.__dict__.items() if k != "epochs"})
+            history.append({k: v for k, v in stats.__dict__.items() if k not in ("epochs", "member")})
             meta["train"]["history"] = history
             checkpoint.save(resume_path, meta, model.state_dict(), optimizer.state_dict())
             if save_best and val_acc is not None and val_acc > best_acc:

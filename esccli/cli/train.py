@@ -1,5 +1,6 @@
 """`esc train`: train a model with one fold held out, or all five in turn (--cv)."""
 
+import os
 import shlex
 import sys
 from typing import Optional
@@ -18,6 +19,7 @@ def _fmt(x, pct: bool = False) -> str:
 
 
 def epoch_line(s, prefix: str = "") -> str:
+    prefix += f"member {s.member} " if s.member else ""
     return (f"{prefix}epoch {s.epoch:>3}/{s.epochs}  loss {s.train_loss:.3f}  val loss {_fmt(s.val_loss)}  "
             f"val acc {_fmt(s.val_acc, True)}  lr {s.lr:.2e}  {s.seconds:.1f}s")
 
@@ -35,7 +37,8 @@ def train(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 where the hardware computes it natively, else fp32), fp32 or bf16."),
     name: Optional[str] = typer.Option(None, "--name", help="Model name in the store [default: <recipe>-fold<k>, <recipe>-cv, <recipe>-all]."),
-    jobs: int = typer.Option(1, "--jobs", "-j", min=1, max=5, help="With --cv: folds trained in parallel processes."),
+    members: Optional[int] = typer.Option(None, "--members", min=1, max=16, help="Networks trained apart (seeds seed, seed+1, ...) whose mean probability is the prediction [default: the recipe's]."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, max=16, help="Parallel training processes: folds with --cv, else an ensemble's members [default: 1 with --cv, else one per member up to the CPU cores]."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads per training process [default: the cores / --jobs]."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run with the same settings."),
     save_best: bool = typer.Option(False, "--save-best", help="Also save the best-by-validation epoch as <name>.best (its score is not a held-out result)."),
@@ -63,10 +66,13 @@ def train(
     recipe = get_recipe(preset)
     if arch is not None and arch != recipe.arch:
         recipe = recipe.with_overrides(arch=arch, arch_args={})
-    recipe = recipe.with_overrides(epochs=epochs, batch_size=batch_size, lr=lr)
+    recipe = recipe.with_overrides(epochs=epochs, batch_size=batch_size, lr=lr, members=members)
     dev = pick_device(device)
     precision = resolve_precision(precision, dev, recipe.allow_bf16)
-    set_threads(jobs if cv else 1, threads)
+    if cv and jobs is not None and jobs > 5:
+        raise EscError(f"--jobs {jobs}: with --cv at most 5 folds can train at once")
+    member_jobs = 1 if cv or dev != "cpu" else min(recipe.members, jobs or os.cpu_count() or 1)
+    set_threads((jobs or 1) if cv else member_jobs, threads)
     held_out = None if all_folds else fold
     name = store.valid_name(name or (f"{preset}-cv" if cv else f"{preset}-all" if all_folds else f"{preset}-fold{fold}"))
     layout = common.layout()
@@ -81,8 +87,12 @@ def train(
     from esccli.cli.featurize import build_features
 
     fs = build_features(PRESETS[recipe.features])
-    common.dim_line(f"recipe {preset}: {recipe.arch}, {recipe.epochs} epochs, batch {recipe.batch_size}, lr {recipe.lr:g}, "
+    nets = f"{recipe.members} x {recipe.arch}" if recipe.members > 1 else recipe.arch
+    common.dim_line(f"recipe {preset}: {nets}, {recipe.epochs} epochs, batch {recipe.batch_size}, lr {recipe.lr:g}, "
                     f"device {dev} ({precision})" + ("" if cv else f", {'all folds' if held_out is None else f'fold {held_out} held out'}"))
+    if member_jobs > 1:
+        common.dim_line(f"{member_jobs} networks train side by side in their own processes: no per-epoch lines until "
+                        "they are done (--jobs 1 trains them one at a time and shows each epoch)")
 
     with common.progress_bar(transient=True) as bar:
         task = bar.add_task("epoch", total=None)
@@ -95,14 +105,15 @@ def train(
             bar.update(task, completed=0, description=f"{prefix}epoch {s.epoch + 1}" if s.epoch < s.epochs else "done")
 
         if cv:
-            result = run_cv(fs, recipe, layout.models, name, seed=seed, device=dev, jobs=jobs, resume=resume, threads=threads,
+            result = run_cv(fs, recipe, layout.models, name, seed=seed, device=dev, jobs=jobs or 1, resume=resume, threads=threads,
                             command=command, precision=precision, on_epoch=lambda k, s: on_epoch(s, f"fold {k} "), on_step=on_step,
                             on_fold=lambda k, acc, secs: bar.console.print(
                                 f"[bold]fold {k}: {acc:.1%}[/] ({secs / 60:.1f} min)"))
         else:
             result = train_model(fs, recipe, store.model_path(layout, name), fold=held_out, seed=seed, device=dev,
                                  resume=resume, save_best=save_best, name=name, command=command,
-                                 on_epoch=on_epoch, on_step=on_step, precision=precision)
+                                 on_epoch=on_epoch, on_step=on_step, precision=precision,
+                                 member_jobs=member_jobs, member_threads=threads)
 
     if cv:
         render_cv(result, as_json)

@@ -1,0 +1,108 @@
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import tiny_recipe
+from esccli import checkpoint
+from esccli.cli import app
+from esccli.ensemble import combine, member_path
+from esccli.errors import EscError
+from esccli.evaluate import evaluate
+from esccli.models import Ensemble
+from esccli.train import TrainingInterrupted, train
+
+runner = CliRunner()
+
+
+def states_equal(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory, synth_features):
+    """An ensemble of two tiny networks trained one at a time, and the same two networks trained alone."""
+    d = tmp_path_factory.mktemp("ensemble")
+    recipe = tiny_recipe(epochs=3, members=2)
+    ens = train(synth_features, recipe, d / "ens.pt", fold=5, seed=7)
+    alone = [train(synth_features, recipe.member(), d / f"alone{k}.pt", fold=5, seed=7 + k) for k in range(2)]
+    return recipe, ens, alone
+
+
+def test_an_ensemble_is_its_members_trained_alone_and_predicts_their_mean_probability(pair, synth_features):
+    recipe, ens, alone = pair
+    state = checkpoint.read(ens.path)["state_dict"]
+    for k, a in enumerate(alone):
+        member = {key[len(f"members.{k}."):]: v for key, v in state.items() if key.startswith(f"members.{k}.")}
+        assert states_equal(member, checkpoint.read(a.path)["state_dict"])
+    lm = checkpoint.load(ens.path)
+    singles = [checkpoint.load(a.path).model for a in alone]
+    x = torch.from_numpy(synth_features.features[:20]).float().unsqueeze(1)
+    with torch.no_grad():
+        mean = torch.stack([m(x).softmax(-1) for m in singles]).mean(0)
+        assert torch.allclose(lm.model(x).softmax(-1), mean, atol=1e-5)
+    # scored like any model: the recorded accuracy is what eval measures on the held-out fold
+    assert ens.meta["train"]["metrics"]["val_acc"] == pytest.approx(evaluate(lm, synth_features, fold=5).accuracy)
+    assert [m["seed"] for m in ens.meta["train"]["members"]] == [7, 8]
+    assert ens.meta["model"]["arch"] == "ensemble" and ens.meta["model"]["args"]["members"] == 2
+    assert recipe.made(ens.meta["train"], 5, 7, ens.meta["train"]["precision"])
+    assert len(ens.meta["train"]["history"]) == 6 and {h["member"] for h in ens.meta["train"]["history"]} == {1, 2}
+    assert not any(member_path(ens.path, k).exists() for k in range(2))  # member files are removed
+
+
+def test_members_trained_side_by_side_are_the_same_networks(pair, synth_features, tmp_path):
+    recipe = pair[0]
+    par = train(synth_features, recipe, tmp_path / "par.pt", fold=5, seed=7, member_jobs=2, member_threads=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same thread count as each side-by-side process: the same sums, the same weights
+    try:
+        seq = train(synth_features, recipe, tmp_path / "seq.pt", fold=5, seed=7)
+    finally:
+        torch.set_num_threads(threads)
+    assert states_equal(checkpoint.read(par.path)["state_dict"], checkpoint.read(seq.path)["state_dict"])
+    assert par.meta["train"]["metrics"] == seq.meta["train"]["metrics"]
+
+
+def test_an_interrupted_ensemble_resumes_where_it_stopped(pair, synth_features, tmp_path):
+    recipe, ens, _ = pair
+    path = tmp_path / "r.pt"
+
+    def stop_in_member_2(stats):
+        if stats.member == 2 and stats.epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted, match="--resume"):
+        train(synth_features, recipe, path, fold=5, seed=7, on_epoch=stop_in_member_2)
+    assert member_path(path, 0).is_file() and member_path(path, 1).with_suffix(".resume.pt").is_file()
+    assert not path.exists()
+    seen = []
+    r = train(synth_features, recipe, path, fold=5, seed=7, resume=True, on_epoch=lambda s: seen.append((s.member, s.epoch)))
+    assert seen == [(2, 2), (2, 3)]  # member 1 kept, member 2 continued after its first epoch
+    assert states_equal(checkpoint.read(r.path)["state_dict"], checkpoint.read(ens.path)["state_dict"])
+
+
+def test_nothing_to_resume_and_save_best_are_one_line_errors(synth_features, tmp_path):
+    with pytest.raises(EscError, match="nothing to resume"):
+        train(synth_features, tiny_recipe(members=2), tmp_path / "x.pt", fold=5, resume=True)
+    with pytest.raises(EscError, match="--save-best"):
+        train(synth_features, tiny_recipe(members=2), tmp_path / "x.pt", fold=5, save_best=True)
+
+
+def test_combine_refuses_a_member_made_otherwise(pair, synth_features, tmp_path):
+    recipe, _, alone = pair
+    with pytest.raises(EscError, match="not member 2"):
+        combine(synth_features, recipe, [alone[0].path, alone[0].path], tmp_path / "c.pt", fold=5, seed=7, name="c",
+                command="", precision=alone[0].meta["train"]["precision"])
+    assert not (tmp_path / "c.pt").exists()
+
+
+def test_ensemble_network_checks_its_arguments():
+    with pytest.raises(ValueError, match="member"):
+        Ensemble(32, 51, 50, member="ensemble")
+    with pytest.raises(ValueError, match="at least one"):
+        Ensemble(32, 51, 50, members=0)
+
+
+def test_cli_save_best_with_an_ensemble_is_one_line(esc_home):
+    r = runner.invoke(app, ["train", "--members", "2", "--save-best", "--epochs", "1"])
+    assert r.exit_code != 0
+    assert "Traceback" not in r.output
