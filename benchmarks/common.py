@@ -30,6 +30,16 @@ def prepare(home: Path = BENCH_HOME) -> Path:
     return home
 
 
+def resumable(name: str, home: Path = BENCH_HOME) -> bool:
+    """Whether an `esc train --name NAME` in `home` left work to resume: a resume file, or finished or started
+    members of an ensemble (esccli/ensemble.py)."""
+    from esccli.ensemble import member_path
+
+    path = home / "models" / f"{name}.pt"
+    return path.with_suffix(".resume.pt").is_file() or any(
+        member_path(path, k).is_file() or member_path(path, k).with_suffix(".resume.pt").is_file() for k in range(16))
+
+
 def median(xs):
     xs = sorted(xs)
     n = len(xs)

@@ -8,7 +8,8 @@
 Each fold is a separate `esc train --fold K` on the shared 16 kHz ESC-50 copy (see common.py). A fold whose model
 exists already is not retrained: its stored accuracy and training time are reported, so an interrupted
 benchmark picks up where it stopped. Wall time is the whole `esc train` process (start-up, loading the
-cached features, training, per-epoch validation, saving).
+cached features, training, per-epoch validation, saving). An interrupted fold (a resume file, or some members of
+an ensemble recipe done) is resumed, not started over; its wall time then covers only what was left.
 """
 
 import argparse
@@ -17,7 +18,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from common import BENCH_HOME, esc, median, prepare
+from common import BENCH_HOME, esc, median, prepare, resumable
 
 from esccli import checkpoint
 from esccli.metrics import mean_std
@@ -62,6 +63,8 @@ def main() -> None:
                "--force"]
         if args.epochs:
             cmd += ["--epochs", str(args.epochs)]
+        if resumable(name):  # an interrupted fold, or ensemble members already trained: keep what is done
+            cmd.append("--resume")
         if threads:
             cmd += ["--threads", str(threads)]
         t = time.perf_counter()

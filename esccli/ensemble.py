@@ -34,7 +34,7 @@ def member_path(path: Path, k: int) -> Path:
 def train_ensemble(fs, recipe: Recipe, path: Path, fold: int | None, seed: int, device: str, resume: bool,
                    name: str | None, command: str, precision: str, jobs: int = 1, threads: int | None = None,
                    on_epoch: Callable | None = None, on_step: Callable | None = None):
-    from esccli.train import TrainResult, resolve_precision, train
+    from esccli.train import TrainResult, resolve_precision, set_threads, train
 
     path = Path(path)
     precision = resolve_precision(precision, device, recipe.allow_bf16)
@@ -47,6 +47,8 @@ def train_ensemble(fs, recipe: Recipe, path: Path, fold: int | None, seed: int, 
         raise EscError(f"nothing to resume: no member of {path.name} was started in {path.parent}")
     todo = [k for k in range(recipe.members) if not finished[k]]
     t0 = time.perf_counter()
+    if device == "cpu" and jobs > 1 and len(todo) == 1 and threads is None:
+        set_threads(1)  # the cores kept for members side by side all go to the one left to train
     jobs = min(jobs, len(todo)) if device == "cpu" else 1
     if jobs <= 1:
         for k in todo:

@@ -41,9 +41,12 @@ class Recipe:
 
     def made(self, train_meta: dict, fold: int | None, seed: int, precision: str) -> bool:
         """Whether a model's `train` metadata says this recipe made it, with this held-out fold, seed and precision
-        (models from before the precision was recorded were trained in fp32)."""
-        return (train_meta.get("recipe") == self.to_dict() and train_meta.get("fold") == fold
-                and train_meta.get("seed") == seed and train_meta.get("precision", "fp32") == precision)
+        (models from before the precision was recorded were trained in fp32; a recipe recorded before one of the
+        LATER_FIELDS existed was trained as that field's value there says)."""
+        recorded = train_meta.get("recipe")
+        return (isinstance(recorded, dict) and {**LATER_FIELDS, **recorded} == self.to_dict()
+                and train_meta.get("fold") == fold and train_meta.get("seed") == seed
+                and train_meta.get("precision", "fp32") == precision)
 
     def member(self) -> "Recipe":
         """The recipe of one member of an ensemble recipe (itself when it has one member)."""
@@ -52,6 +55,11 @@ class Recipe:
     def with_overrides(self, **kw) -> "Recipe":
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
 
+
+# Fields added to Recipe after models were made without them, with the value that does what esc did before the
+# field existed (the training code draws no extra random numbers at these values, so such models are reproduced
+# bit for bit by a recipe that states them).
+LATER_FIELDS = {"stretch": 1.0, "freq_shift": 0, "members": 1}
 
 RECIPES = {
     # The student notebook: its CNN on 44.1 kHz 128-mel images, Adam 2e-5 divided by 10 every 20 epochs,

@@ -58,7 +58,7 @@ def list_models(layout: Layout) -> list[ModelInfo]:
             try:
                 meta = checkpoint.read_meta(p)
                 t = meta["train"]
-                infos.append(ModelInfo(name, p, meta["model"]["arch"], t.get("fold"), t.get("metrics", {}).get("val_acc"),
+                infos.append(ModelInfo(name, p, arch_label(meta["model"]), t.get("fold"), t.get("metrics", {}).get("val_acc"),
                                        t.get("created"), t.get("epochs_done"), selected_on_fold=bool(t.get("selected_on_fold"))))
             except (ModelError, KeyError, TypeError) as e:
                 infos.append(ModelInfo(name, p, "?", None, None, None, None, error=str(e)))
@@ -67,6 +67,13 @@ def list_models(layout: Layout) -> list[ModelInfo]:
     for i in infos:
         i.is_default = i.name == default
     return infos
+
+
+def arch_label(model: dict) -> str:
+    """How a model file's `model` entry is shown: its architecture, "2 x escnet" for an ensemble."""
+    if model["arch"] == "ensemble":
+        return f'{model["args"]["members"]} x {model["args"]["member"]}'
+    return model["arch"]
 
 
 def default_name(layout: Layout, infos: list[ModelInfo] | None = None) -> str | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from common import BENCH_HOME, esc, prepare  # noqa: E402
+from common import BENCH_HOME, esc, prepare, resumable  # noqa: E402
 
 from esccli import checkpoint  # noqa: E402
 from esccli.metrics import mean_std  # noqa: E402
@@ -44,7 +44,8 @@ def main() -> None:
     name = f"ship-{args.preset}-all"
     final = models / f"{name}.pt"
     if not final.is_file():
-        esc("train", "--preset", args.preset, "--all", "--seed", str(args.seed), "--name", name, "--force")
+        esc("train", "--preset", args.preset, "--all", "--seed", str(args.seed), "--name", name, "--force",
+            *(["--resume"] if resumable(name) else []))
     blob = checkpoint.read(final)
     meta = {k: v for k, v in blob.items() if k not in ("state_dict", "optimizer", "state_sha256", "format",
                                                        "format_version", "esc_version")}

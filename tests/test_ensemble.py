@@ -3,7 +3,7 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import tiny_recipe
-from esccli import checkpoint
+from esccli import checkpoint, store
 from esccli.cli import app
 from esccli.ensemble import combine, member_path
 from esccli.errors import EscError
@@ -47,6 +47,7 @@ def test_an_ensemble_is_its_members_trained_alone_and_predicts_their_mean_probab
     assert recipe.made(ens.meta["train"], 5, 7, ens.meta["train"]["precision"])
     assert len(ens.meta["train"]["history"]) == 6 and {h["member"] for h in ens.meta["train"]["history"]} == {1, 2}
     assert not any(member_path(ens.path, k).exists() for k in range(2))  # member files are removed
+    assert store.arch_label(ens.meta["model"]) == "2 x escnet"
 
 
 def test_members_trained_side_by_side_are_the_same_networks(pair, synth_features, tmp_path):

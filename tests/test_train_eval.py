@@ -88,6 +88,18 @@ def test_resume_refuses_other_settings(tmp_path, synth_features):
         train(synth_features, recipe, tmp_path / "p.pt", fold=5, precision="bf16", resume=True)
 
 
+def test_models_made_before_a_later_recipe_field_count_at_its_old_behaviour():
+    from esccli.recipes import LATER_FIELDS, get_recipe
+
+    one = get_recipe("default").member()
+    old = {k: v for k, v in one.to_dict().items() if k not in LATER_FIELDS}  # as recorded before those fields
+    meta = {"recipe": old, "fold": 1, "seed": 0, "precision": "bf16"}
+    assert one.made(meta, 1, 0, "bf16")
+    assert not one.with_overrides(stretch=1.25).made(meta, 1, 0, "bf16")
+    assert not get_recipe("default").made(meta, 1, 0, "bf16")  # two members: not what a single network was
+    assert not one.made({**meta, "recipe": {**old, "crop_energy": False}}, 1, 0, "bf16")
+
+
 def test_learning_rate_schedules():
     r = tiny_recipe(epochs=10, lr=1.0, warmup_epochs=2)
     assert lr_at(r, 0, 0, 10) == pytest.approx(0.05)
