@@ -1,9 +1,10 @@
 """Ensembles: train the members of a recipe with `members` > 1 apart, then combine them into one model file.
 
-Member k is the recipe's single-network version trained with seed `seed + k`, exactly as `train` would train it
-alone; it is written to a hidden file next to the final model (`.<name>.member<k>.pt`, with its own resume file),
-so an interrupted ensemble resumed with `resume=True` keeps the members that are done and resumes the one that
-was cut off. With jobs > 1 (CPU only) members train side by side in processes, each with its share of the cores.
+Member k is the recipe's single-network version `recipe.member(k)` (its k-th variant) trained with seed
+`recipe.member_seed(seed, k)`, exactly as `train` would train it alone; it is written to a hidden file next to
+the final model (`.<name>.member<k>.pt`, with its own resume file), so an interrupted ensemble resumed with
+`resume=True` keeps the members that are done and resumes the one that was cut off. With jobs > 1 (CPU only)
+members train side by side in processes, each with its share of the cores.
 The combined model is an `ensemble` network (esccli/models.py) that predicts the members' mean probability; it
 is scored on the held-out fold like any model, and the member files are removed once it is saved.
 """
@@ -38,10 +39,10 @@ def train_ensemble(fs, recipe: Recipe, path: Path, fold: int | None, seed: int, 
 
     path = Path(path)
     precision = resolve_precision(precision, device, recipe.allow_bf16)
-    one = recipe.member()
+    members = [(recipe.member(k), recipe.member_seed(seed, k)) for k in range(recipe.members)]
     paths = [member_path(path, k) for k in range(recipe.members)]
-    finished = [resume and p.is_file() and one.made(checkpoint.read_meta(p)["train"], fold, seed + k, precision)
-                for k, p in enumerate(paths)]
+    finished = [resume and p.is_file() and one.made(checkpoint.read_meta(p)["train"], fold, s, precision)
+                for p, (one, s) in zip(paths, members)]
     started = [p.with_suffix(".resume.pt").is_file() for p in paths]
     if resume and not any(finished) and not any(started):
         raise EscError(f"nothing to resume: no member of {path.name} was started in {path.parent}")
@@ -52,14 +53,14 @@ def train_ensemble(fs, recipe: Recipe, path: Path, fold: int | None, seed: int, 
     jobs = min(jobs, len(todo)) if device == "cpu" else 1
     if jobs <= 1:
         for k in todo:
-            train(fs, one, paths[k], fold=fold, seed=seed + k, device=device, resume=resume and started[k],
+            train(fs, members[k][0], paths[k], fold=fold, seed=members[k][1], device=device, resume=resume and started[k],
                   name=f"{name or path.stem} member {k + 1}", command=command, precision=precision,
                   on_epoch=(lambda s, k=k: on_epoch(replace(s, member=k + 1))) if on_epoch else None,
                   on_step=on_step)
     else:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = [pool.submit(_train_member_worker, fs, one, str(paths[k]), fold, seed + k, device,
+            futures = [pool.submit(_train_member_worker, fs, members[k][0], str(paths[k]), fold, members[k][1], device,
                                    resume and started[k], f"{name or path.stem} member {k + 1}", command, precision,
                                    jobs, threads) for k in todo]
             for f in futures:
@@ -81,14 +82,14 @@ def _train_member_worker(fs, recipe, path, fold, seed, device, resume, name, com
 
 def combine(fs, recipe: Recipe, member_paths: list[Path], out: Path, fold: int | None, seed: int, name: str,
             command: str, precision: str, device: str = "cpu", wall_seconds: float | None = None) -> dict:
-    """Join finished member models (made by `recipe.member()` with seeds seed, seed + 1, ...) into one ensemble
-    model file at `out`, scored on the held-out fold; returns its metadata."""
+    """Join finished member models (member k made by `recipe.member(k)` with seed `recipe.member_seed(seed, k)`)
+    into one ensemble model file at `out`, scored on the held-out fold; returns its metadata."""
     from esccli.train import predict_logits, split
 
-    one = recipe.member()
     blobs = [checkpoint.read(p) for p in member_paths]
     for k, (p, b) in enumerate(zip(member_paths, blobs)):
-        if not one.made(b["train"], fold, seed + k, precision) or b["features"] != fs.params.to_dict():
+        made = recipe.member(k).made(b["train"], fold, recipe.member_seed(seed, k), precision)
+        if not made or b["features"] != fs.params.to_dict():
             raise EscError(f"{p} is not member {k + 1} of this ensemble (other recipe, fold, seed, precision or features)")
     config = ensemble_config(ModelConfig.from_dict(blobs[0]["model"]), len(blobs))
     model = build_model(config)
@@ -103,8 +104,8 @@ def combine(fs, recipe: Recipe, member_paths: list[Path], out: Path, fold: int |
         logits = predict_logits(model, x_val, device, recipe.channels_last)
         metrics.update(val_acc=float((logits.argmax(1) == y_val).float().mean()),
                        val_loss=float(F.nll_loss(logits, y_val)))
-    members = [{"seed": seed + k, "metrics": b["train"]["metrics"], "seconds": b["train"]["seconds"]}
-               for k, b in enumerate(blobs)]
+    members = [{"seed": recipe.member_seed(seed, k), "variant": recipe.member_variants[k % len(recipe.member_variants)],
+                "metrics": b["train"]["metrics"], "seconds": b["train"]["seconds"]} for k, b in enumerate(blobs)]
     train_meta = {
         "recipe": recipe.to_dict(), "fold": fold, "seed": seed, "clips": blobs[0]["train"]["clips"],
         "parameters": count_parameters(model), "command": command, "precision": precision,

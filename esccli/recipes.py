@@ -34,7 +34,11 @@ class Recipe:
     time_mask_width: int = 20
     channels_last: bool = True  # NHWC memory layout: 0.86x the time of NCHW on a CPU (benchmarks/step_cost.py)
     allow_bf16: bool = True  # whether --precision auto may pick bf16 autocast
-    members: int = 1  # networks trained apart (seeds seed, seed + 1, ...) whose mean probability is the prediction
+    # An ensemble: `members` networks trained apart, whose mean probability is the prediction. Member k (0-based)
+    # is this recipe with member_variants[k % len(member_variants)] applied, seeded seed + k // len(member_variants):
+    # members that see differently augmented data disagree more, which is what the average gains from.
+    members: int = 1
+    member_variants: list = field(default_factory=lambda: [{}])
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,9 +52,19 @@ class Recipe:
                 and train_meta.get("fold") == fold and train_meta.get("seed") == seed
                 and train_meta.get("precision", "fp32") == precision)
 
-    def member(self) -> "Recipe":
-        """The recipe of one member of an ensemble recipe (itself when it has one member)."""
-        return replace(self, members=1)
+    def member(self, k: int = 0) -> "Recipe":
+        """The single-network recipe of member k (0-based) of this recipe (itself when it has one member)."""
+        variant = self.member_variants[k % len(self.member_variants)] if self.member_variants else {}
+        if {"members", "member_variants"} & set(variant):
+            raise ValueError("a member variant cannot itself set members or member_variants")
+        try:
+            return replace(self, members=1, member_variants=[{}], **variant)
+        except TypeError:
+            raise ValueError(f"unknown recipe field in member variant {variant}") from None
+
+    def member_seed(self, seed: int, k: int) -> int:
+        """The seed of member k: members of the same variant differ by their seed."""
+        return seed + k // max(1, len(self.member_variants))
 
     def with_overrides(self, **kw) -> "Recipe":
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
@@ -59,7 +73,7 @@ class Recipe:
 # Fields added to Recipe after models were made without them, with the value that does what esc did before the
 # field existed (the training code draws no extra random numbers at these values, so such models are reproduced
 # bit for bit by a recipe that states them).
-LATER_FIELDS = {"stretch": 1.0, "freq_shift": 0, "members": 1}
+LATER_FIELDS = {"stretch": 1.0, "freq_shift": 0, "members": 1, "member_variants": [{}]}
 
 RECIPES = {
     # The student notebook: its CNN on 44.1 kHz 128-mel images, Adam 2e-5 divided by 10 every 20 epochs,
@@ -69,8 +83,9 @@ RECIPES = {
         schedule="step", warmup_epochs=0, step_every=20, step_gamma=0.1, label_smoothing=0.0, mixup_alpha=0.0,
         crop_frames=0, crop_energy=False, freq_masks=0, time_masks=0, channels_last=False, allow_bf16=False,
     ),
-    # two networks trained apart, side by side on a 2-core CPU (one thread each), averaged
-    "default": Recipe(members=2),
+    # two networks trained apart, side by side on a 2-core CPU (one thread each), averaged; the second learns from
+    # clips also shifted in pitch (up to 4 mel bins) and stretched in time (up to 1.25x)
+    "default": Recipe(members=2, member_variants=[{}, {"freq_shift": 4, "stretch": 1.25}]),
     # the same network and augmentation, fewer epochs: one fold in under 5 minutes on two CPU cores
     "fast": Recipe(epochs=40, members=1),
 }

@@ -20,11 +20,13 @@ def states_equal(a, b):
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory, synth_features):
-    """An ensemble of two tiny networks trained one at a time, and the same two networks trained alone."""
+    """An ensemble of two tiny networks trained one at a time (the default recipe's two variants), and the same two
+    networks trained alone."""
     d = tmp_path_factory.mktemp("ensemble")
     recipe = tiny_recipe(epochs=3, members=2)
     ens = train(synth_features, recipe, d / "ens.pt", fold=5, seed=7)
-    alone = [train(synth_features, recipe.member(), d / f"alone{k}.pt", fold=5, seed=7 + k) for k in range(2)]
+    alone = [train(synth_features, recipe.member(k), d / f"alone{k}.pt", fold=5, seed=recipe.member_seed(7, k))
+             for k in range(2)]
     return recipe, ens, alone
 
 
@@ -42,12 +44,27 @@ def test_an_ensemble_is_its_members_trained_alone_and_predicts_their_mean_probab
         assert torch.allclose(lm.model(x).softmax(-1), mean, atol=1e-5)
     # scored like any model: the recorded accuracy is what eval measures on the held-out fold
     assert ens.meta["train"]["metrics"]["val_acc"] == pytest.approx(evaluate(lm, synth_features, fold=5).accuracy)
-    assert [m["seed"] for m in ens.meta["train"]["members"]] == [7, 8]
+    assert [m["seed"] for m in ens.meta["train"]["members"]] == [7, 7]  # two variants: the same seed
     assert ens.meta["model"]["arch"] == "ensemble" and ens.meta["model"]["args"]["members"] == 2
     assert recipe.made(ens.meta["train"], 5, 7, ens.meta["train"]["precision"])
     assert len(ens.meta["train"]["history"]) == 6 and {h["member"] for h in ens.meta["train"]["history"]} == {1, 2}
     assert not any(member_path(ens.path, k).exists() for k in range(2))  # member files are removed
     assert store.arch_label(ens.meta["model"]) == "2 x escnet"
+
+
+def test_member_variants_train_differently_augmented_members(synth_features, tmp_path):
+    recipe = tiny_recipe(epochs=2, members=3, member_variants=[{}, {"freq_shift": 2}])
+    assert [(recipe.member(k).freq_shift, recipe.member_seed(5, k)) for k in range(3)] == [(0, 5), (2, 5), (0, 6)]
+    ens = train(synth_features, recipe, tmp_path / "v.pt", fold=5, seed=5)
+    state = checkpoint.read(ens.path)["state_dict"]
+    shifted = train(synth_features, recipe.member(1), tmp_path / "s.pt", fold=5, seed=5)
+    member = {key[len("members.1."):]: v for key, v in state.items() if key.startswith("members.1.")}
+    assert states_equal(member, checkpoint.read(shifted.path)["state_dict"])
+    assert [m["variant"] for m in ens.meta["train"]["members"]] == [{}, {"freq_shift": 2}, {}]
+    with pytest.raises(ValueError, match="unknown recipe field"):
+        tiny_recipe(members=2, member_variants=[{}, {"no_such_field": 1}]).member(1)
+    with pytest.raises(ValueError, match="cannot itself"):
+        tiny_recipe(members=2, member_variants=[{}, {"members": 3}]).member(1)
 
 
 def test_members_trained_side_by_side_are_the_same_networks(pair, synth_features, tmp_path):
