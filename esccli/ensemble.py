@@ -35,7 +35,7 @@ def member_path(path: Path, k: int) -> Path:
 def train_ensemble(fs, recipe: Recipe, path: Path, fold: int | None, seed: int, device: str, resume: bool,
                    name: str | None, command: str, precision: str, jobs: int = 1, threads: int | None = None,
                    on_epoch: Callable | None = None, on_step: Callable | None = None):
-    from esccli.train import TrainResult, resolve_precision, set_threads, train
+    from esccli.train import TrainingInterrupted, TrainResult, resolve_precision, set_threads, train
 
     path = Path(path)
     precision = resolve_precision(precision, device, recipe.allow_bf16)
@@ -59,12 +59,16 @@ def train_ensemble(fs, recipe: Recipe, path: Path, fold: int | None, seed: int, 
                   on_step=on_step)
     else:
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = [pool.submit(_train_member_worker, fs, members[k][0], str(paths[k]), fold, members[k][1], device,
-                                   resume and started[k], f"{name or path.stem} member {k + 1}", command, precision,
-                                   jobs, threads) for k in todo]
-            for f in futures:
-                f.result()
+        try:
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+                futures = [pool.submit(_train_member_worker, fs, members[k][0], str(paths[k]), fold, members[k][1],
+                                       device, resume and started[k], f"{name or path.stem} member {k + 1}", command,
+                                       precision, jobs, threads) for k in todo]
+                for f in futures:
+                    f.result()
+        except KeyboardInterrupt:  # each member saved its last finished epoch
+            raise TrainingInterrupted(f"training interrupted; each member's progress is saved next to {path}",
+                                      "run the same command with --resume to continue") from None
     meta = combine(fs, recipe, paths, path, fold=fold, seed=seed, name=name or path.stem, command=command,
                    precision=precision, device=device, wall_seconds=time.perf_counter() - t0)
     for p in paths:
