@@ -71,7 +71,9 @@ def main() -> None:
         out = json.loads(esc(*cmd, capture=True).stdout)
         wall = time.perf_counter() - t
         results[k] = (out["val_acc"], wall)
-        print(f"fold {k}: {out['val_acc']:.2%} in {wall / 60:.1f} min wall ({out['seconds'] / 60:.1f} min training loop"
+        members = train_meta(name).get("members", [])  # an ensemble: each member's own training loop
+        loops = " + ".join(f"{m['seconds'] / 60:.1f}" for m in members) if members else f"{out['seconds'] / 60:.1f}"
+        print(f"fold {k}: {out['val_acc']:.2%} in {wall / 60:.1f} min wall ({loops} min training loop"
               + (f", {args.jobs} folds at a time" if args.jobs > 1 else "") + ")", flush=True)
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:

@@ -1,0 +1,53 @@
+"""Would averaging these models pay? Stored models with the same held-out fold, scored alone and averaged.
+
+    python benchmarks/pair_eval.py /tmp/esc-bench/models/bench-default-fold1.pt /tmp/esc-bench/ablation/R3a.pt
+
+Feeds each model its held-out fold of the shared 16 kHz ESC-50 copy (see common.py) and prints each model's
+accuracy, how often each pair agrees, and the accuracy of their mean probability (what an `ensemble` model
+predicts, esccli/models.py).
+"""
+
+import argparse
+import itertools
+
+import numpy as np
+import torch
+from common import prepare
+
+from esccli import checkpoint, paths
+from esccli.featurize import load_or_build
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("models", nargs="+")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    layout = paths.layout(prepare())
+    probs, folds = [], set()
+    for p in args.models:
+        lm = checkpoint.load(p)
+        fold = lm.meta["train"]["fold"]
+        if fold is None:
+            raise SystemExit(f"{p} was trained on every fold: there is nothing held out to score")
+        folds.add(fold)
+        if len(folds) > 1:
+            raise SystemExit(f"the models hold out different folds ({sorted(folds)}): nothing to average")
+        fs = load_or_build(layout, lm.params)
+        held = fs.folds == fold
+        x = torch.from_numpy(fs.features[held].astype(np.float32)).unsqueeze(1)
+        y = torch.from_numpy(fs.targets[held])
+        with torch.no_grad():
+            probs.append(lm.model(x).softmax(-1))
+        print(f"{p}: {float((probs[-1].argmax(1) == y).float().mean()):.2%}")
+    for (i, a), (j, b) in itertools.combinations(enumerate(probs), 2):
+        agree = float((a.argmax(1) == b.argmax(1)).float().mean())
+        both = float(((a + b).argmax(1) == y).float().mean())
+        print(f"models {i + 1} and {j + 1}: agree on {agree:.2%} of the clips; averaged {both:.2%}")
+    if len(probs) > 2:
+        print(f"all {len(probs)} averaged: {float((sum(probs).argmax(1) == y).float().mean()):.2%}")
+
+
+if __name__ == "__main__":
+    main()
