@@ -46,9 +46,10 @@ class Recipe:
     def made(self, train_meta: dict, fold: int | None, seed: int, precision: str) -> bool:
         """Whether a model's `train` metadata says this recipe made it, with this held-out fold, seed and precision
         (models from before the precision was recorded were trained in fp32; a recipe recorded before one of the
-        LATER_FIELDS existed was trained as that field's value there says)."""
+        LATER_FIELDS existed was trained as that field's value there says; a single network's member_variants,
+        which it does not use, are not compared)."""
         recorded = train_meta.get("recipe")
-        return (isinstance(recorded, dict) and {**LATER_FIELDS, **recorded} == self.to_dict()
+        return (isinstance(recorded, dict) and _as_made({**LATER_FIELDS, **recorded}) == _as_made(self.to_dict())
                 and train_meta.get("fold") == fold and train_meta.get("seed") == seed
                 and train_meta.get("precision", "fp32") == precision)
 
@@ -68,6 +69,11 @@ class Recipe:
 
     def with_overrides(self, **kw) -> "Recipe":
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
+
+
+def _as_made(recipe: dict) -> dict:
+    """A recipe dict with what does not change training left out: a single network ignores member_variants."""
+    return {**recipe, "member_variants": [{}]} if recipe.get("members") == 1 else recipe
 
 
 # Fields added to Recipe after models were made without them, with the value that does what esc did before the

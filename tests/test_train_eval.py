@@ -98,6 +98,9 @@ def test_models_made_before_a_later_recipe_field_count_at_its_old_behaviour():
     assert not one.with_overrides(stretch=1.25).made(meta, 1, 0, "bf16")
     assert not get_recipe("default").made(meta, 1, 0, "bf16")  # two members: not what a single network was
     assert not one.made({**meta, "recipe": {**old, "crop_energy": False}}, 1, 0, "bf16")
+    # `--members 1` on the default keeps its (unused) variants in the recorded recipe: still the same training
+    single = get_recipe("default").with_overrides(members=1)
+    assert single.member_variants != [{}] and one.made({**meta, "recipe": single.to_dict()}, 1, 0, "bf16")
 
 
 def test_learning_rate_schedules():
