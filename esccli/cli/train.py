@@ -91,8 +91,8 @@ def train(
     common.dim_line(f"recipe {preset}: {nets}, {recipe.epochs} epochs, batch {recipe.batch_size}, lr {recipe.lr:g}, "
                     f"device {dev} ({precision})" + ("" if cv else f", {'all folds' if held_out is None else f'fold {held_out} held out'}"))
     if member_jobs > 1:
-        common.dim_line(f"{member_jobs} networks train side by side in their own processes: no per-epoch lines until "
-                        "they are done (--jobs 1 trains them one at a time and shows each epoch)")
+        common.dim_line(f"up to {member_jobs} networks train side by side, each in its own process, without per-epoch "
+                        "lines (--jobs 1 trains them one at a time and shows each epoch)")
 
     with common.progress_bar(transient=True) as bar:
         task = bar.add_task("epoch", total=None)
