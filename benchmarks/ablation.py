@@ -63,7 +63,7 @@ def main() -> None:
     t = time.perf_counter()
     result = train(fs, recipe, out, fold=args.fold, seed=args.seed, on_epoch=on_epoch)
     wall = time.perf_counter() - t
-    acc = result.history[-1]["val_acc"]
+    acc = result.meta["train"]["metrics"]["val_acc"]  # an ensemble's, not its last member's
     print(json.dumps({"name": name, "fold": args.fold, "val_acc": acc, "minutes": round(wall / 60, 2),
                       "parameters": result.meta["train"]["parameters"], "overrides": overrides, "features": feature_overrides}), flush=True)
 

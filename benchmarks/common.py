@@ -31,13 +31,10 @@ def prepare(home: Path = BENCH_HOME) -> Path:
 
 
 def resumable(name: str, home: Path = BENCH_HOME) -> bool:
-    """Whether an `esc train --name NAME` in `home` left work to resume: a resume file, or finished or started
-    members of an ensemble (esccli/ensemble.py)."""
-    from esccli.ensemble import member_path
+    """Whether an `esc train --name NAME` in `home` left work to resume (a resume file, or ensemble members)."""
+    from esccli.ensemble import saved_progress
 
-    path = home / "models" / f"{name}.pt"
-    return path.with_suffix(".resume.pt").is_file() or any(
-        member_path(path, k).is_file() or member_path(path, k).with_suffix(".resume.pt").is_file() for k in range(16))
+    return saved_progress(home / "models" / f"{name}.pt")
 
 
 def median(xs):

@@ -67,6 +67,8 @@ def main() -> None:
             cmd.append("--resume")
         if threads:
             cmd += ["--threads", str(threads)]
+        if args.jobs > 1:  # folds side by side: each trains its ensemble members one after the other
+            cmd += ["--jobs", "1"]
         t = time.perf_counter()
         out = json.loads(esc(*cmd, capture=True).stdout)
         wall = time.perf_counter() - t

@@ -57,6 +57,7 @@ def run_cv(fs, recipe: Recipe, models_dir: Path, name: str, seed: int = 0, devic
            resume: bool = False, command: str = "", folds: list[int] | None = None, threads: int | None = None,
            on_epoch: Callable | None = None, on_step: Callable | None = None,
            on_fold: Callable[[int, float, float], None] | None = None, precision: str = "auto") -> CVResult:
+    from esccli.ensemble import saved_progress
     from esccli.train import resolve_precision, train
 
     precision = resolve_precision(precision, device, recipe.allow_bf16)
@@ -81,7 +82,7 @@ def run_cv(fs, recipe: Recipe, models_dir: Path, name: str, seed: int = 0, devic
 
     if jobs <= 1:
         for k, path in todo:
-            r = train(fs, recipe, path, fold=k, seed=seed, device=device, resume=resume and path.with_suffix(".resume.pt").exists(),
+            r = train(fs, recipe, path, fold=k, seed=seed, device=device, resume=resume and saved_progress(path),
                       name=fold_name(name, k), command=command, precision=precision,
                       on_epoch=(lambda s, k=k: on_epoch(k, s)) if on_epoch else None, on_step=on_step)
             record(k, r.meta["train"]["metrics"]["val_acc"], r.meta["train"]["seconds"])
@@ -100,11 +101,13 @@ def run_cv(fs, recipe: Recipe, models_dir: Path, name: str, seed: int = 0, devic
 
 
 def _train_fold_worker(fs, recipe, path, fold, seed, device, resume, name, command, jobs, threads, precision):
+    from esccli.ensemble import exit_with_parent, saved_progress
     from esccli.train import set_threads, train
 
+    exit_with_parent()
     set_threads(jobs, threads)
     path = Path(path)
     r = train(fs, recipe, path, fold=fold, seed=seed, device=device,
-              resume=resume and path.with_suffix(".resume.pt").exists(), name=fold_name(name, fold), command=command,
+              resume=resume and saved_progress(path), name=fold_name(name, fold), command=command,
               precision=precision)
     return r.meta["train"]["metrics"]["val_acc"], r.meta["train"]["seconds"]

@@ -10,8 +10,10 @@ is scored on the held-out fold like any model, and the member files are removed 
 """
 
 import multiprocessing
+import os
+import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from esccli import checkpoint
-from esccli.errors import EscError
+from esccli.errors import EscError, ModelError
 from esccli.models import ModelConfig, build_model, count_parameters, ensemble_config
 from esccli.recipes import Recipe
 
@@ -32,54 +34,110 @@ def member_path(path: Path, k: int) -> Path:
     return path.with_name(f".{path.stem}.member{k + 1}{path.suffix}")
 
 
+def member_files(path: Path) -> list[Path]:
+    """Every member file (finished or resume) next to the model at `path`, whatever the number of members."""
+    path = Path(path)
+    return sorted(path.parent.glob(f".{path.stem}.member*{path.suffix}"))
+
+
+def saved_progress(path: Path) -> bool:
+    """Whether a training of the model at `path` was interrupted and left work to resume: its resume file, or
+    members of an ensemble (finished or started)."""
+    path = Path(path)
+    return path.with_suffix(".resume.pt").is_file() or bool(member_files(path))
+
+
+def is_member(meta: dict, recipe: Recipe, k: int, fold: int | None, seed: int, precision: str, features: dict) -> bool:
+    """Whether a model (or resume) file's metadata is member k of `recipe` with this fold, seed and precision."""
+    return (recipe.member(k).made(meta["train"], fold, recipe.member_seed(seed, k), precision)
+            and meta.get("features") == features)
+
+
 def train_ensemble(fs, recipe: Recipe, path: Path, fold: int | None, seed: int, device: str, resume: bool,
                    name: str | None, command: str, precision: str, jobs: int = 1, threads: int | None = None,
                    on_epoch: Callable | None = None, on_step: Callable | None = None):
-    from esccli.train import TrainingInterrupted, TrainResult, resolve_precision, set_threads, train
+    """Train the members that are not done (one at a time, or `jobs` side by side on a CPU, each in a process of
+    `threads` threads, default its share of the cores), then combine them. Every member trains with the same
+    thread count whether or not the run was resumed, so a resumed ensemble ends as an uninterrupted one would."""
+    from esccli.train import TrainingInterrupted, TrainResult, resolve_precision, train
 
     path = Path(path)
     precision = resolve_precision(precision, device, recipe.allow_bf16)
+    features = fs.params.to_dict()
     members = [(recipe.member(k), recipe.member_seed(seed, k)) for k in range(recipe.members)]
     paths = [member_path(path, k) for k in range(recipe.members)]
-    finished = [resume and p.is_file() and one.made(checkpoint.read_meta(p)["train"], fold, s, precision)
-                for p, (one, s) in zip(paths, members)]
-    started = [p.with_suffix(".resume.pt").is_file() for p in paths]
-    if resume and not any(finished) and not any(started):
-        raise EscError(f"nothing to resume: no member of {path.name} was started in {path.parent}")
+    finished, started = [False] * recipe.members, [False] * recipe.members
+    if resume:  # check every member's files before training anything
+        for k, p in enumerate(paths):
+            for f, flag in ((p, finished), (p.with_suffix(".resume.pt"), started)):
+                if f.is_file():
+                    if not is_member(checkpoint.read_meta(f), recipe, k, fold, seed, precision, features):
+                        raise ModelError(f"{f} was made with other settings (recipe, fold, seed, features or "
+                                         "precision)", "run again without --resume to start over")
+                    flag[k] = True
+        if not any(finished) and not any(started):
+            raise EscError(f"nothing to resume: no member of {path.name} was started in {path.parent}")
     todo = [k for k in range(recipe.members) if not finished[k]]
     t0 = time.perf_counter()
-    if device == "cpu" and jobs > 1 and len(todo) == 1 and threads is None:
-        set_threads(1)  # the cores kept for members side by side all go to the one left to train
-    jobs = min(jobs, len(todo)) if device == "cpu" else 1
+    side_by_side = device == "cpu" and jobs > 1
+    if side_by_side:  # each member's thread count follows from the jobs asked for, not from how many are left
+        threads = threads or max(1, (os.cpu_count() or 1) // jobs)
+    jobs = min(jobs, len(todo)) if side_by_side else 1
     if jobs <= 1:
-        for k in todo:
-            train(fs, members[k][0], paths[k], fold=fold, seed=members[k][1], device=device, resume=resume and started[k],
-                  name=f"{name or path.stem} member {k + 1}", command=command, precision=precision,
-                  on_epoch=(lambda s, k=k: on_epoch(replace(s, member=k + 1))) if on_epoch else None,
-                  on_step=on_step)
-    else:
-        ctx = multiprocessing.get_context("spawn")
+        before = torch.get_num_threads()
         try:
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-                futures = [pool.submit(_train_member_worker, fs, members[k][0], str(paths[k]), fold, members[k][1],
-                                       device, resume and started[k], f"{name or path.stem} member {k + 1}", command,
-                                       precision, jobs, threads) for k in todo]
-                for f in futures:
-                    f.result()
+            if side_by_side:  # the one member left trains here, with the threads it would have had beside the others
+                torch.set_num_threads(threads)
+            for k in todo:
+                train(fs, members[k][0], paths[k], fold=fold, seed=members[k][1], device=device, resume=started[k],
+                      name=f"{name or path.stem} member {k + 1}", command=command, precision=precision,
+                      on_epoch=(lambda s, k=k: on_epoch(replace(s, member=k + 1))) if on_epoch else None,
+                      on_step=on_step)
+        finally:
+            torch.set_num_threads(before)
+    else:
+        # one fresh process per member (an idle worker would print a traceback on Ctrl-C)
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                                   max_tasks_per_child=1)
+        try:
+            futures = [pool.submit(_train_member_worker, fs, members[k][0], str(paths[k]), fold, members[k][1],
+                                   device, started[k], f"{name or path.stem} member {k + 1}", command, precision,
+                                   threads) for k in todo]
+            for f in as_completed(futures):
+                f.result()  # the first failure stops the rest (below)
         except KeyboardInterrupt:  # each member saved its last finished epoch
+            pool.shutdown(wait=True, cancel_futures=True)
             raise TrainingInterrupted(f"training interrupted; each member's progress is saved next to {path}",
                                       "run the same command with --resume to continue") from None
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
     meta = combine(fs, recipe, paths, path, fold=fold, seed=seed, name=name or path.stem, command=command,
                    precision=precision, device=device, wall_seconds=time.perf_counter() - t0)
-    for p in paths:
+    for p in member_files(path):  # this run's members, and any left by an earlier run with more members
         p.unlink(missing_ok=True)
     return TrainResult(path, meta, meta["train"]["history"])
 
 
-def _train_member_worker(fs, recipe, path, fold, seed, device, resume, name, command, precision, jobs, threads):
+def exit_with_parent() -> None:
+    """In a worker process: exit as soon as the process that started it is gone (killed, not just interrupted),
+    instead of training on as an orphan. Progress up to the last finished epoch is in the resume file."""
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _train_member_worker(fs, recipe, path, fold, seed, device, resume, name, command, precision, threads):
     from esccli.train import set_threads, train
 
-    set_threads(jobs, threads)
+    exit_with_parent()
+    set_threads(threads=threads)
     train(fs, recipe, Path(path), fold=fold, seed=seed, device=device, resume=resume, name=name, command=command,
           precision=precision)
 
@@ -92,9 +150,9 @@ def combine(fs, recipe: Recipe, member_paths: list[Path], out: Path, fold: int |
 
     blobs = [checkpoint.read(p) for p in member_paths]
     for k, (p, b) in enumerate(zip(member_paths, blobs)):
-        made = recipe.member(k).made(b["train"], fold, recipe.member_seed(seed, k), precision)
-        if not made or b["features"] != fs.params.to_dict():
-            raise EscError(f"{p} is not member {k + 1} of this ensemble (other recipe, fold, seed, precision or features)")
+        if not is_member(b, recipe, k, fold, seed, precision, fs.params.to_dict()):
+            raise ModelError(f"{p} is not member {k + 1} of this ensemble (other recipe, fold, seed, precision or "
+                             "features)", "run again without --resume to start over")
     config = ensemble_config(ModelConfig.from_dict(blobs[0]["model"]), len(blobs))
     model = build_model(config)
     model.load_state_dict({f"members.{k}.{key}": v for k, b in enumerate(blobs) for key, v in b["state_dict"].items()})
@@ -108,7 +166,7 @@ def combine(fs, recipe: Recipe, member_paths: list[Path], out: Path, fold: int |
         logits = predict_logits(model, x_val, device, recipe.channels_last)
         metrics.update(val_acc=float((logits.argmax(1) == y_val).float().mean()),
                        val_loss=float(F.nll_loss(logits, y_val)))
-    members = [{"seed": recipe.member_seed(seed, k), "variant": recipe.member_variants[k % len(recipe.member_variants)],
+    members = [{"seed": recipe.member_seed(seed, k), "variant": recipe.member_variant(k),
                 "metrics": b["train"]["metrics"], "seconds": b["train"]["seconds"]} for k, b in enumerate(blobs)]
     train_meta = {
         "recipe": recipe.to_dict(), "fold": fold, "seed": seed, "clips": blobs[0]["train"]["clips"],

@@ -9,8 +9,8 @@
   mean), so it accepts any number of frames (short crops in training, whole clips at test time). The other
   arguments (`pool="max"`, a coarser `stem_pool`, more or wider `channels`) are the variants docs/ablation.md
   measured; none beat the defaults.
-- `ensemble`: several networks of one architecture, trained apart (seeds seed, seed + 1, ...: esccli/ensemble.py);
-  its output is the log of their mean probability, so softmax gives the averaged prediction.
+- `ensemble`: several networks of one architecture, trained apart (on differently augmented data or with other
+  seeds: esccli/ensemble.py); its output is the log of their mean probability, so softmax gives their average.
 """
 
 from dataclasses import asdict, dataclass, field

@@ -30,6 +30,8 @@ class ModelInfo:
     epochs: int | None
     is_default: bool = False
     selected_on_fold: bool = False
+    members: int = 1  # networks averaged (an ensemble: arch "ensemble", each a `member_arch`)
+    member_arch: str | None = None
     error: str | None = None
 
 
@@ -58,8 +60,9 @@ def list_models(layout: Layout) -> list[ModelInfo]:
             try:
                 meta = checkpoint.read_meta(p)
                 t = meta["train"]
-                infos.append(ModelInfo(name, p, arch_label(meta["model"]), t.get("fold"), t.get("metrics", {}).get("val_acc"),
-                                       t.get("created"), t.get("epochs_done"), selected_on_fold=bool(t.get("selected_on_fold"))))
+                infos.append(ModelInfo(name, p, meta["model"]["arch"], t.get("fold"), t.get("metrics", {}).get("val_acc"),
+                                       t.get("created"), t.get("epochs_done"), selected_on_fold=bool(t.get("selected_on_fold")),
+                                       **_members(meta["model"])))
             except (ModelError, KeyError, TypeError) as e:
                 infos.append(ModelInfo(name, p, "?", None, None, None, None, error=str(e)))
     infos.sort(key=lambda i: (i.created or "", i.name), reverse=True)
@@ -69,11 +72,11 @@ def list_models(layout: Layout) -> list[ModelInfo]:
     return infos
 
 
-def arch_label(model: dict) -> str:
-    """How a model file's `model` entry is shown: its architecture, "2 x escnet" for an ensemble."""
-    if model["arch"] == "ensemble":
-        return f'{model["args"]["members"]} x {model["args"]["member"]}'
-    return model["arch"]
+def _members(model: dict) -> dict:
+    """ModelInfo's members and member_arch from a model file's `model` entry."""
+    if model["arch"] != "ensemble":
+        return {"members": 1, "member_arch": None}
+    return {"members": model["args"]["members"], "member_arch": model["args"]["member"]}
 
 
 def default_name(layout: Layout, infos: list[ModelInfo] | None = None) -> str | None:

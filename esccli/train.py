@@ -143,6 +143,12 @@ def autocast(device: str, precision: str):
     return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
 
 
+def check_save_best(recipe: Recipe, save_best: bool) -> None:
+    if save_best and recipe.members > 1:
+        raise EscError("--save-best picks one epoch of one network; an ensemble has several",
+                       "use --members 1 with --save-best")
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
 
@@ -193,10 +199,8 @@ def train(
     A recipe with several members trains them apart and saves their ensemble (esccli/ensemble.py), `member_jobs`
     of them side by side in processes of `member_threads` threads each."""
     path = Path(path)
+    check_save_best(recipe, save_best)
     if recipe.members > 1:
-        if save_best:
-            raise EscError("--save-best picks one epoch of one network; an ensemble has several",
-                           "use --members 1 with --save-best")
         from esccli.ensemble import train_ensemble
 
         return train_ensemble(fs, recipe, path, fold, seed, device, resume, name, command, precision,

@@ -56,11 +56,23 @@ def test_stretched_crops_read_a_longer_or_shorter_window_at_an_even_pace():
     assert (steps[:, 0] > 1.05).any() and (steps[:, 0] < 0.95).any()
 
 
-def test_stretch_one_is_the_plain_crop():
+def test_stretch_one_and_no_shift_are_the_plain_crop_and_draw_nothing_more():
+    # models trained before stretch and freq_shift existed are reproduced by recipes that state them as 1 and 0
+    # (recipes.LATER_FIELDS): the same crops, and the generator left exactly where the old code left it
     x = torch.randn(8, 1, 4, 60)
-    a = augment.random_crop(x, 20, torch.Generator().manual_seed(5), energy=True)
-    b = augment.random_crop(x, 20, torch.Generator().manual_seed(5), energy=True, stretch=1.0)
-    assert torch.equal(a, b)
+    g_old, g_new = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    starts = torch.multinomial(_windows(x, 20), 1, generator=g_old)[:, 0]  # the crop code before stretch existed
+    old = torch.stack([x[b, :, :, s:s + 20] for b, s in enumerate(starts.tolist())])
+    new = augment.freq_shift(augment.random_crop(x, 20, g_new, energy=True, stretch=1.0), 0, g_new)
+    assert torch.equal(old, new)
+    assert torch.equal(g_old.get_state(), g_new.get_state())
+
+
+def _windows(x, frames):
+    loud = (x.mean(dim=(1, 2)) + 1.0).clamp_min(0.0)
+    c = torch.nn.functional.pad(loud.cumsum(1), (1, 0))
+    w = c[:, frames:] - c[:, :-frames]
+    return w + 1e-3 * w.mean(1, keepdim=True) + 1e-12
 
 
 def test_stretched_crops_at_the_ends_repeat_the_edge_frame():

@@ -1,14 +1,23 @@
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from conftest import tiny_recipe
+from synthetic import assert_one_line_error
 from esccli import checkpoint, store
 from esccli.cli import app
-from esccli.ensemble import combine, member_path
-from esccli.errors import EscError
+from esccli.ensemble import combine, member_files, member_path, saved_progress
+from esccli.errors import EscError, ModelError
 from esccli.evaluate import evaluate
 from esccli.models import Ensemble
+from esccli.paths import layout
 from esccli.train import TrainingInterrupted, train
 
 runner = CliRunner()
@@ -49,7 +58,7 @@ def test_an_ensemble_is_its_members_trained_alone_and_predicts_their_mean_probab
     assert recipe.made(ens.meta["train"], 5, 7, ens.meta["train"]["precision"])
     assert len(ens.meta["train"]["history"]) == 6 and {h["member"] for h in ens.meta["train"]["history"]} == {1, 2}
     assert not any(member_path(ens.path, k).exists() for k in range(2))  # member files are removed
-    assert store.arch_label(ens.meta["model"]) == "2 x escnet"
+
 
 
 def test_member_variants_train_differently_augmented_members(synth_features, tmp_path):
@@ -63,8 +72,19 @@ def test_member_variants_train_differently_augmented_members(synth_features, tmp
     assert [m["variant"] for m in ens.meta["train"]["members"]] == [{}, {"freq_shift": 2}, {}]
     with pytest.raises(ValueError, match="unknown recipe field"):
         tiny_recipe(members=2, member_variants=[{}, {"no_such_field": 1}]).member(1)
-    with pytest.raises(ValueError, match="cannot itself"):
-        tiny_recipe(members=2, member_variants=[{}, {"members": 3}]).member(1)
+    for field in ("members", "arch_args", "features"):
+        with pytest.raises(ValueError, match=f"cannot set {field}"):
+            tiny_recipe(members=2, member_variants=[{}, {field: 3}]).member(1)
+
+
+def test_esc_models_shows_an_ensemble_as_its_networks(pair, esc_home):
+    lay = layout(esc_home)
+    lay.models.mkdir(parents=True)
+    shutil.copy(pair[1].path, lay.models / "ens.pt")
+    info = store.list_models(lay)[0]
+    assert (info.arch, info.members, info.member_arch) == ("ensemble", 2, "escnet")  # --json keeps the data
+    r = runner.invoke(app, ["models"])
+    assert r.exit_code == 0 and "2 x escnet" in r.output
 
 
 def test_members_trained_side_by_side_are_the_same_networks(pair, synth_features, tmp_path):
@@ -98,6 +118,28 @@ def test_an_interrupted_ensemble_resumes_where_it_stopped(pair, synth_features, 
     assert states_equal(checkpoint.read(r.path)["state_dict"], checkpoint.read(ens.path)["state_dict"])
 
 
+def test_resume_checks_every_member_before_training_and_keeps_the_good_ones(pair, synth_features, tmp_path):
+    recipe = pair[0]
+    path = tmp_path / "r.pt"
+
+    def stop_in_member_2(stats):
+        if stats.member == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted):
+        train(synth_features, recipe, path, fold=5, seed=7, on_epoch=stop_in_member_2)
+    done = member_path(path, 0).read_bytes()
+    seen = []
+    with pytest.raises(ModelError, match="other settings"):
+        train(synth_features, recipe.with_overrides(epochs=4), path, fold=5, seed=7, resume=True,
+              on_epoch=seen.append)
+    assert seen == [] and member_path(path, 0).read_bytes() == done  # nothing trained, nothing overwritten
+    assert saved_progress(path) and not saved_progress(tmp_path / "other.pt")
+    r = train(synth_features, recipe, path, fold=5, seed=7, resume=True)
+    assert states_equal(checkpoint.read(r.path)["state_dict"], checkpoint.read(pair[1].path)["state_dict"])
+    assert not saved_progress(path) and member_files(path) == []
+
+
 def test_nothing_to_resume_and_save_best_are_one_line_errors(synth_features, tmp_path):
     with pytest.raises(EscError, match="nothing to resume"):
         train(synth_features, tiny_recipe(members=2), tmp_path / "x.pt", fold=5, resume=True)
@@ -107,7 +149,7 @@ def test_nothing_to_resume_and_save_best_are_one_line_errors(synth_features, tmp
 
 def test_combine_refuses_a_member_made_otherwise(pair, synth_features, tmp_path):
     recipe, _, alone = pair
-    with pytest.raises(EscError, match="not member 2"):
+    with pytest.raises(ModelError, match="not member 2"):
         combine(synth_features, recipe, [alone[0].path, alone[0].path], tmp_path / "c.pt", fold=5, seed=7, name="c",
                 command="", precision=alone[0].meta["train"]["precision"])
     assert not (tmp_path / "c.pt").exists()
@@ -120,7 +162,38 @@ def test_ensemble_network_checks_its_arguments():
         Ensemble(32, 51, 50, members=0)
 
 
-def test_cli_save_best_with_an_ensemble_is_one_line(esc_home):
+def test_cli_save_best_with_an_ensemble_is_one_line_before_any_work(esc_home):
     r = runner.invoke(app, ["train", "--members", "2", "--save-best", "--epochs", "1"])
-    assert r.exit_code != 0
-    assert "Traceback" not in r.output
+    assert_one_line_error(r, "--save-best picks one epoch of one network", "--members 1")
+    assert not (esc_home / "features").exists()  # refused before featurizing
+
+
+def test_a_member_process_exits_when_its_parent_is_killed(tmp_path):
+    # a killed `esc train` must not leave its side-by-side members training on as orphans
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import multiprocessing, os, sys, time\n"
+        "from esccli.ensemble import exit_with_parent\n"
+        "def child():\n"
+        "    exit_with_parent()\n"
+        "    time.sleep(60)\n"
+        "if __name__ == '__main__':\n"
+        "    p = multiprocessing.get_context('spawn').Process(target=child)\n"
+        "    p.start()\n"
+        "    print(p.pid, flush=True)\n"
+        "    time.sleep(3)\n"
+        "    os._exit(0)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    pid = int(out.stdout.split()[0])
+    deadline = time.time() + 15
+    while time.time() < deadline and _alive(pid):
+        time.sleep(0.2)
+    assert not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not Path(f"/proc/{pid}/stat").is_file() or Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"

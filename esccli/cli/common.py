@@ -24,6 +24,11 @@ class State:
 state = State()
 
 
+def arch_label(arch: str, members: int = 1) -> str:
+    """How an architecture is shown: "escnet", or "2 x escnet" for an ensemble of two."""
+    return f"{members} x {arch}" if members > 1 else arch
+
+
 def layout():
     from esccli.paths import layout as _layout
 

@@ -34,6 +34,7 @@ def models(
         t.add_column(col)
     for i in infos:
         acc = "-" if i.val_acc is None else f"{i.val_acc:.2%}" + (" (picked on fold)" if i.selected_on_fold else "")
-        t.add_row("*" if i.is_default else "", i.name, i.arch, "all" if i.fold is None and not i.error else str(i.fold or "-"),
+        arch = common.arch_label(i.member_arch, i.members) if i.member_arch else i.arch
+        t.add_row("*" if i.is_default else "", i.name, arch, "all" if i.fold is None and not i.error else str(i.fold or "-"),
                   i.error or acc, str(i.epochs or "-"), (i.created or "-")[:16].replace("T", " "))
     common.out.print(t)

@@ -37,7 +37,7 @@ def train(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 where the hardware computes it natively, else fp32), fp32 or bf16."),
     name: Optional[str] = typer.Option(None, "--name", help="Model name in the store [default: <recipe>-fold<k>, <recipe>-cv, <recipe>-all]."),
-    members: Optional[int] = typer.Option(None, "--members", min=1, max=16, help="Networks trained apart whose mean probability is the prediction; 1 = a single network [default: the recipe's: 2 for default]."),
+    members: Optional[int] = typer.Option(None, "--members", min=1, max=16, help="Networks trained apart whose mean probability is the prediction; 1 = a single network [default: the recipe's: 2 for default and fast]."),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, max=16, help="Parallel training processes: folds with --cv, else an ensemble's members [default: 1 with --cv, else one per member up to the CPU cores]."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads per training process [default: the cores / --jobs]."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run with the same settings."),
@@ -51,7 +51,7 @@ def train(
     from esccli.errors import EscError
     from esccli.features import PRESETS
     from esccli.recipes import RECIPES, get_recipe
-    from esccli.train import pick_device, resolve_precision, set_threads
+    from esccli.train import check_save_best, pick_device, resolve_precision, set_threads
     from esccli.train import train as train_model
 
     if device not in DEVICES:
@@ -67,6 +67,7 @@ def train(
     if arch is not None and arch != recipe.arch:
         recipe = recipe.with_overrides(arch=arch, arch_args={})
     recipe = recipe.with_overrides(epochs=epochs, batch_size=batch_size, lr=lr, members=members)
+    check_save_best(recipe, save_best)
     dev = pick_device(device)
     precision = resolve_precision(precision, dev, recipe.allow_bf16)
     if cv and jobs is not None and jobs > 5:
@@ -87,8 +88,7 @@ def train(
     from esccli.cli.featurize import build_features
 
     fs = build_features(PRESETS[recipe.features])
-    nets = f"{recipe.members} x {recipe.arch}" if recipe.members > 1 else recipe.arch
-    common.dim_line(f"recipe {preset}: {nets}, {recipe.epochs} epochs, batch {recipe.batch_size}, lr {recipe.lr:g}, "
+    common.dim_line(f"recipe {preset}: {common.arch_label(recipe.arch, recipe.members)}, {recipe.epochs} epochs, batch {recipe.batch_size}, lr {recipe.lr:g}, "
                     f"device {dev} ({precision})" + ("" if cv else f", {'all folds' if held_out is None else f'fold {held_out} held out'}"))
     if member_jobs > 1:
         common.dim_line(f"up to {member_jobs} networks train side by side, each in its own process, without per-epoch "
@@ -154,7 +154,11 @@ def render_run(result, as_json: bool) -> None:
     t.add_row("model file", str(result.path))
     t.add_row("held-out fold", str(t_meta["fold"]) if t_meta["fold"] else "none (trained on all folds)")
     t.add_row("epochs", str(t_meta["epochs_done"]) + (f" (resumed after {result.resumed_from})" if result.resumed_from else ""))
-    t.add_row("time", f"{t_meta['seconds'] / 60:.1f} min")
+    if t_meta.get("members"):  # an ensemble: the wall time of this run, and each member's own training
+        loops = " + ".join(f"{m['seconds'] / 60:.1f}" for m in t_meta["members"])
+        t.add_row("time", f"{t_meta['wall_seconds'] / 60:.1f} min (networks: {loops} min)")
+    else:
+        t.add_row("time", f"{t_meta['seconds'] / 60:.1f} min")
     if metrics.get("val_acc") is not None:
         t.add_row("final-epoch accuracy", f"{metrics['val_acc']:.2%}")
     common.err.print(t)
