@@ -6,9 +6,9 @@
 
 Each --set overrides one field of the recipe (esccli/recipes.py); the value is read as JSON when it parses,
 else as a string. Each --feature overrides one feature parameter of the recipe's feature preset
-(esccli/features.py) the same way. Trains on the shared 16 kHz ESC-50 copy with `fold` held out, and prints the held-out
-accuracy of the final epoch (no epoch picking) and the wall time of the training loop. The model is written to
-BENCH_HOME/ablation/ and is not part of the `esc models` list.
+(esccli/features.py) the same way. Trains on the shared 16 kHz ESC-50 copy with `fold` held out, and prints the
+held-out accuracy of the final epoch (no epoch picking) and the wall time of the training loop. The model is
+written to BENCH_HOME/ablation/ and is not part of the `esc models` list.
 """
 
 import argparse
