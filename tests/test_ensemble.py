@@ -197,3 +197,25 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return not Path(f"/proc/{pid}/stat").is_file() or Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def test_cross_validation_resumes_an_ensemble_fold_member_by_member(pair, synth_features, tmp_path):
+    from esccli.crossval import run_cv
+
+    recipe = pair[0]
+    path = tmp_path / "cv-fold5.pt"
+
+    def stop_in_member_2(stats):
+        if stats.member == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted):
+        train(synth_features, recipe, path, fold=5, seed=7, on_epoch=stop_in_member_2)
+    done = member_path(path, 0).stat().st_mtime_ns
+    seen = []
+    r = run_cv(synth_features, recipe, tmp_path, "cv", seed=7, folds=[5], resume=True,
+               on_epoch=lambda k, s: seen.append((s.member, s.epoch)))
+    assert seen == [(2, 2), (2, 3)]  # member 1 kept (not retrained), member 2 continued
+    assert r.folds[5] == pytest.approx(pair[1].meta["train"]["metrics"]["val_acc"])
+    assert states_equal(checkpoint.read(path)["state_dict"], checkpoint.read(pair[1].path)["state_dict"])
+    assert done and member_files(path) == []
