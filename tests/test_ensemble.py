@@ -103,13 +103,7 @@ def test_members_trained_side_by_side_are_the_same_networks(pair, synth_features
 def test_an_interrupted_ensemble_resumes_where_it_stopped(pair, synth_features, tmp_path):
     recipe, ens, _ = pair
     path = tmp_path / "r.pt"
-
-    def stop_in_member_2(stats):
-        if stats.member == 2 and stats.epoch == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(TrainingInterrupted, match="--resume"):
-        train(synth_features, recipe, path, fold=5, seed=7, on_epoch=stop_in_member_2)
+    stop_in_member_2(synth_features, recipe, path)
     assert member_path(path, 0).is_file() and member_path(path, 1).with_suffix(".resume.pt").is_file()
     assert not path.exists()
     seen = []
@@ -118,16 +112,20 @@ def test_an_interrupted_ensemble_resumes_where_it_stopped(pair, synth_features, 
     assert states_equal(checkpoint.read(r.path)["state_dict"], checkpoint.read(ens.path)["state_dict"])
 
 
-def test_resume_checks_every_member_before_training_and_keeps_the_good_ones(pair, synth_features, tmp_path):
-    recipe = pair[0]
-    path = tmp_path / "r.pt"
-
-    def stop_in_member_2(stats):
+def stop_in_member_2(synth_features, recipe, path):
+    """Train the ensemble until member 2 has finished its first epoch, then interrupt it (Ctrl-C)."""
+    def stop(stats):
         if stats.member == 2:
             raise KeyboardInterrupt
 
-    with pytest.raises(TrainingInterrupted):
-        train(synth_features, recipe, path, fold=5, seed=7, on_epoch=stop_in_member_2)
+    with pytest.raises(TrainingInterrupted, match="--resume"):
+        train(synth_features, recipe, path, fold=5, seed=7, on_epoch=stop)
+
+
+def test_resume_checks_every_member_before_training_and_keeps_the_good_ones(pair, synth_features, tmp_path):
+    recipe = pair[0]
+    path = tmp_path / "r.pt"
+    stop_in_member_2(synth_features, recipe, path)
     done = member_path(path, 0).read_bytes()
     seen = []
     with pytest.raises(ModelError, match="other settings"):
@@ -204,13 +202,7 @@ def test_cross_validation_resumes_an_ensemble_fold_member_by_member(pair, synth_
 
     recipe = pair[0]
     path = tmp_path / "cv-fold5.pt"
-
-    def stop_in_member_2(stats):
-        if stats.member == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(TrainingInterrupted):
-        train(synth_features, recipe, path, fold=5, seed=7, on_epoch=stop_in_member_2)
+    stop_in_member_2(synth_features, recipe, path)
     assert member_path(path, 0).is_file()
     seen = []
     r = run_cv(synth_features, recipe, tmp_path, "cv", seed=7, folds=[5], resume=True,
