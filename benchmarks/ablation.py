@@ -56,7 +56,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def on_epoch(s):
-        if s.epoch % 5 == 0 or s.epoch == s.epochs:
+        if s.val_acc is not None:  # the epochs the recipe validates (val_every)
             print(f"  {name} epoch {s.epoch}/{s.epochs}: loss {s.train_loss:.3f} acc {s.val_acc:.2%} "
                   f"{s.seconds:.1f} s (data {s.data_seconds:.1f} s)", flush=True)
 

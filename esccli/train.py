@@ -284,7 +284,7 @@ def train(
                 if on_step:
                     on_step(step + 1, steps)
             val_loss = val_acc = None
-            if len(val_idx):
+            if len(val_idx) and (save_best or (epoch + 1) % recipe.val_every == 0 or epoch + 1 == recipe.epochs):
                 logits = predict_logits(model, x_val, device, recipe.channels_last)
                 val_loss = float(F.cross_entropy(logits, y_val))
                 val_acc = float((logits.argmax(1) == y_val).float().mean())

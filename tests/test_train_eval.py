@@ -75,6 +75,29 @@ def test_same_seed_same_model_and_resume_equals_uninterrupted(tmp_path, synth_fe
     assert not states_equal(checkpoint.read(a.path)["state_dict"], checkpoint.read(d.path)["state_dict"])
 
 
+def test_validating_every_n_epochs_changes_only_which_epochs_are_scored(tmp_path, synth_features):
+    every = train(synth_features, tiny_recipe(epochs=5, val_every=1), tmp_path / "every.pt", fold=5)
+    sparse_recipe = tiny_recipe(epochs=5, val_every=2)
+    sparse = train(synth_features, sparse_recipe, tmp_path / "sparse.pt", fold=5)
+    assert states_equal(checkpoint.read(every.path)["state_dict"], checkpoint.read(sparse.path)["state_dict"])
+    scored = {h["epoch"]: h["val_acc"] for h in sparse.history if h["val_acc"] is not None}
+    assert sorted(scored) == [2, 4, 5]  # every 2nd epoch, and the last
+    assert scored == {h["epoch"]: h["val_acc"] for h in every.history if h["epoch"] in scored}
+    assert all(h["val_loss"] is None for h in sparse.history if h["epoch"] not in scored)
+    assert sparse.meta["train"]["metrics"] == every.meta["train"]["metrics"]
+
+    # the same training: an interrupted run resumes under another val_every, and ends with the same weights
+    with pytest.raises(TrainingInterrupted):
+        train(synth_features, sparse_recipe, tmp_path / "r.pt", fold=5,
+              on_epoch=lambda s: (_ for _ in ()).throw(KeyboardInterrupt))
+    resumed = train(synth_features, tiny_recipe(epochs=5, val_every=3), tmp_path / "r.pt", fold=5, resume=True)
+    assert resumed.resumed_from == 1 and [h["epoch"] for h in resumed.history if h["val_acc"] is not None] == [3, 5]
+    assert states_equal(checkpoint.read(every.path)["state_dict"], checkpoint.read(resumed.path)["state_dict"])
+
+    best = train(synth_features, sparse_recipe, tmp_path / "b.pt", fold=5, save_best=True)  # picks among all epochs
+    assert all(h["val_acc"] is not None for h in best.history)
+
+
 def test_resume_refuses_other_settings(tmp_path, synth_features):
     recipe = tiny_recipe(epochs=2)
     with pytest.raises(TrainingInterrupted):
@@ -98,6 +121,7 @@ def test_models_made_before_a_later_recipe_field_count_at_its_old_behaviour():
     assert not one.with_overrides(stretch=1.25).made(meta, 1, 0, "bf16")
     assert not get_recipe("default").made(meta, 1, 0, "bf16")  # two members: not what a single network was
     assert not one.made({**meta, "recipe": {**old, "crop_energy": False}}, 1, 0, "bf16")
+    assert one.with_overrides(val_every=3).made(meta, 1, 0, "bf16")  # validating more or less trains the same
     # `--members 1` on the default keeps its (unused) variants in the recorded recipe: still the same training
     single = get_recipe("default").with_overrides(members=1)
     assert single.member_variants != [{}] and one.made({**meta, "recipe": single.to_dict()}, 1, 0, "bf16")
@@ -185,11 +209,12 @@ def test_bf16_training_runs_and_is_recorded(tmp_path, synth_features):
 
 def test_cli_train_then_models_then_eval(synth_dataset, esc_home):
     install(synth_dataset, esc_home)
-    r = runner.invoke(app, ["train", "--preset", "fast", "--epochs", "1", "--name", "quick", "--json"])
+    r = runner.invoke(app, ["train", "--preset", "fast", "--epochs", "2", "--val-every", "1", "--name", "quick", "--json"])
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
-    assert d["name"] == "quick" and d["fold"] == 5 and d["epochs"] == 1
-    assert (esc_home / "models" / "quick.pt").is_file()
+    assert d["name"] == "quick" and d["fold"] == 5 and d["epochs"] == 2
+    meta = checkpoint.read_meta(esc_home / "models" / "quick.pt")
+    assert meta["train"]["recipe"]["val_every"] == 1 and all(h["val_acc"] is not None for h in meta["train"]["history"])
 
     r = runner.invoke(app, ["models", "--json"])
     assert [m["name"] for m in json.loads(r.stdout)] == ["quick"]

@@ -33,6 +33,7 @@ def train(
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs [default: the recipe's]."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Batch size [default: the recipe's]."),
     lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Peak learning rate [default: the recipe's]."),
+    val_every: Optional[int] = typer.Option(None, "--val-every", min=1, help="Score the held-out fold every N epochs and after the last; training is the same for any N [default: the recipe's: 10, 1 for seed]."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same model on the same machine."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 where the hardware computes it natively, else fp32), fp32 or bf16."),
@@ -66,7 +67,8 @@ def train(
     recipe = get_recipe(preset)
     if arch is not None and arch != recipe.arch:
         recipe = recipe.with_overrides(arch=arch, arch_args={})
-    recipe = recipe.with_overrides(epochs=epochs, batch_size=batch_size, lr=lr, members=members)
+    recipe = recipe.with_overrides(epochs=epochs, batch_size=batch_size, lr=lr, members=members,
+                                    val_every=val_every)
     check_save_best(recipe, save_best)
     dev = pick_device(device)
     precision = resolve_precision(precision, dev, recipe.allow_bf16)
