@@ -2,12 +2,10 @@
 
 Fold models are stored as `<name>-fold<k>`; the summary `<name>.cv.json` is rewritten after each fold, so an
 interrupted cross-validation resumed with `resume=True` skips the folds that are done. With jobs > 1, folds
-train in parallel processes, each with its share of the cores.
+train in parallel processes, each with its share of the cores (esccli/workers.py).
 """
 
 import json
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -87,24 +85,24 @@ def run_cv(fs, recipe: Recipe, models_dir: Path, name: str, seed: int = 0, devic
                       on_epoch=(lambda s, k=k: on_epoch(k, s)) if on_epoch else None, on_step=on_step)
             record(k, r.meta["train"]["metrics"]["val_acc"], r.meta["train"]["seconds"])
     else:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = {pool.submit(_train_fold_worker, fs, recipe, str(path), k, seed, device, resume, name, command, jobs, threads,
-                                   precision): k
-                       for k, path in todo}
-            for fut in as_completed(futures):
-                k = futures[fut]
-                acc, secs = fut.result()
-                record(k, acc, secs)
+        from esccli.train import TrainingInterrupted
+        from esccli.workers import run_side_by_side
+
+        run_side_by_side(_train_fold_worker,
+                         [(fs, recipe, str(path), k, seed, device, resume, name, command, jobs, threads, precision)
+                          for k, path in todo],
+                         jobs, TrainingInterrupted(f"cross-validation interrupted; finished folds and each running "
+                                                   f"fold's progress are saved in {models_dir}",
+                                                   "run the same command with --resume to continue"),
+                         on_result=lambda i, r: record(todo[i][0], *r))
     atomic_write_text(summary_path(models_dir, name), json.dumps(result.to_dict(), indent=2))
     return result
 
 
 def _train_fold_worker(fs, recipe, path, fold, seed, device, resume, name, command, jobs, threads, precision):
-    from esccli.ensemble import exit_with_parent, saved_progress
+    from esccli.ensemble import saved_progress
     from esccli.train import set_threads, train
 
-    exit_with_parent()
     set_threads(jobs, threads)
     path = Path(path)
     r = train(fs, recipe, path, fold=fold, seed=seed, device=device,

@@ -9,11 +9,8 @@ The combined model is an `ensemble` network (esccli/models.py) that predicts the
 is scored on the held-out fold like any model, and the member files are removed once it is saved.
 """
 
-import multiprocessing
 import os
-import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +23,7 @@ from esccli import checkpoint
 from esccli.errors import EscError, ModelError
 from esccli.models import ModelConfig, build_model, count_parameters, ensemble_config
 from esccli.recipes import Recipe
+from esccli.workers import run_side_by_side
 
 
 def member_path(path: Path, k: int) -> Path:
@@ -96,23 +94,11 @@ def train_ensemble(fs, recipe: Recipe, path: Path, fold: int | None, seed: int, 
         finally:
             torch.set_num_threads(before)
     else:
-        # one fresh process per member (an idle worker would print a traceback on Ctrl-C)
-        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                                   max_tasks_per_child=1)
-        try:
-            futures = [pool.submit(_train_member_worker, fs, members[k][0], str(paths[k]), fold, members[k][1],
-                                   device, started[k], f"{name or path.stem} member {k + 1}", command, precision,
-                                   threads) for k in todo]
-            for f in as_completed(futures):
-                f.result()  # the first failure stops the rest (below)
-        except KeyboardInterrupt:  # each member saved its last finished epoch
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise TrainingInterrupted(f"training interrupted; each member's progress is saved next to {path}",
-                                      "run the same command with --resume to continue") from None
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        pool.shutdown(wait=True)
+        run_side_by_side(_train_member_worker,
+                         [(fs, members[k][0], str(paths[k]), fold, members[k][1], device, started[k],
+                           f"{name or path.stem} member {k + 1}", command, precision, threads) for k in todo],
+                         jobs, TrainingInterrupted(f"training interrupted; each member's progress is saved next to "
+                                                   f"{path}", "run the same command with --resume to continue"))
     meta = combine(fs, recipe, paths, path, fold=fold, seed=seed, name=name or path.stem, command=command,
                    precision=precision, device=device, wall_seconds=time.perf_counter() - t0)
     for p in member_files(path):  # this run's members, and any left by an earlier run with more members
@@ -120,23 +106,9 @@ def train_ensemble(fs, recipe: Recipe, path: Path, fold: int | None, seed: int, 
     return TrainResult(path, meta, meta["train"]["history"])
 
 
-def exit_with_parent() -> None:
-    """In a worker process: exit as soon as the process that started it is gone (killed, not just interrupted),
-    instead of training on as an orphan. Progress up to the last finished epoch is in the resume file."""
-    parent = os.getppid()
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
 def _train_member_worker(fs, recipe, path, fold, seed, device, resume, name, command, precision, threads):
     from esccli.train import set_threads, train
 
-    exit_with_parent()
     set_threads(threads=threads)
     train(fs, recipe, Path(path), fold=fold, seed=seed, device=device, resume=resume, name=name, command=command,
           precision=precision)

@@ -166,12 +166,12 @@ def test_cli_save_best_with_an_ensemble_is_one_line_before_any_work(esc_home):
     assert not (esc_home / "features").exists()  # refused before featurizing
 
 
-def test_a_member_process_exits_when_its_parent_is_killed(tmp_path):
-    # a killed `esc train` must not leave its side-by-side members training on as orphans
+def test_a_worker_process_exits_when_its_parent_is_killed(tmp_path):
+    # a killed `esc train` must not leave its side-by-side members or folds training on as orphans
     script = tmp_path / "parent.py"
     script.write_text(
         "import multiprocessing, os, sys, time\n"
-        "from esccli.ensemble import exit_with_parent\n"
+        "from esccli.workers import exit_with_parent\n"
         "def child():\n"
         "    exit_with_parent()\n"
         "    time.sleep(60)\n"
