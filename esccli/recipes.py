@@ -76,6 +76,18 @@ class Recipe:
         """The seed of member k: members of the same variant differ by their seed."""
         return seed + k // max(1, len(self.member_variants))
 
+    def problems(self) -> list[str]:
+        """What makes this recipe untrainable or makes one of its settings do nothing (empty when it is sound)."""
+        out = [f"{k} must be at least {low}, not {getattr(self, k)}"
+               for k, low in (("epochs", 1), ("batch_size", 1), ("members", 1), ("val_every", 1), ("stretch", 1.0),
+                              ("freq_shift", 0), ("crop_frames", 0), ("lr", 0.0))
+               if getattr(self, k) < low]
+        if self.stretch > 1.0 and not self.crop_frames:
+            out.append("stretch needs crops (crop_frames > 0): it is applied while cropping")
+        if not self.member_variants:
+            out.append("member_variants needs at least one entry ({} for the recipe itself)")
+        return out
+
     def with_overrides(self, **kw) -> "Recipe":
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
 

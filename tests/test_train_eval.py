@@ -354,3 +354,16 @@ def test_cross_validation_trains_each_fold_and_resumes(tmp_path, synth_features)
     run_cv(synth_features, recipe, tmp_path, "cv", folds=[4], resume=True, precision=other)
     assert (tmp_path / "cv-fold4.pt").stat().st_mtime_ns != before
     assert checkpoint.read_meta(tmp_path / "cv-fold4.pt")["train"]["precision"] == other
+
+
+def test_a_recipe_with_a_setting_that_would_do_nothing_is_refused_before_training(tmp_path, synth_features):
+    from esccli.recipes import RECIPES
+
+    assert all(not r.problems() for r in RECIPES.values())
+    for bad, says in ((dict(stretch=0.8), "stretch must be at least 1.0"),
+                      (dict(stretch=1.25, crop_frames=0), "stretch needs crops"),
+                      (dict(val_every=0), "val_every must be at least 1"),
+                      (dict(member_variants=[]), "member_variants needs at least one entry")):
+        with pytest.raises(EscError, match=says):
+            train(synth_features, tiny_recipe(**bad), tmp_path / "m.pt", fold=5)
+    assert not any(tmp_path.iterdir())
