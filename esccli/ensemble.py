@@ -51,6 +51,14 @@ def is_member(meta: dict, recipe: Recipe, k: int, fold: int | None, seed: int, p
             and meta.get("features") == features)
 
 
+def default_jobs(members: int, cores: int) -> int:
+    """How many members train side by side on a CPU unless told: all of them, up to twice the cores. Members run
+    one thread each once they outnumber the cores, and time-sharing costs nothing measurable: three one-thread
+    trainings on two cores took 7.2 s per epoch where two took 4.8 (1.5x, docs/ablation.md round 4), so a
+    third member waiting for a free core would only add its whole training time to the wall time."""
+    return max(1, min(members, 2 * max(1, cores)))
+
+
 def train_ensemble(fs, recipe: Recipe, path: Path, fold: int | None, seed: int, device: str, resume: bool,
                    name: str | None, command: str, precision: str, jobs: int = 1, threads: int | None = None,
                    on_epoch: Callable | None = None, on_step: Callable | None = None):

@@ -35,8 +35,8 @@ class Recipe:
     channels_last: bool = True  # NHWC memory layout: 0.86x the time of NCHW on a CPU (benchmarks/step_cost.py)
     allow_bf16: bool = True  # whether --precision auto may pick bf16 autocast
     # score the held-out fold after every this many epochs, and after the last. Validation changes nothing in
-    # training (the weights are the same for any value); a validation costs ~0.4 of a training epoch on a CPU
-    # (whole clips, fp32), so validating every epoch took 28 % of the time.
+    # training (the weights are the same for any value); a validation costs ~0.44 of a training epoch on a CPU
+    # (whole clips, fp32), so validating every epoch took 30 % of the time (benchmarks/epoch_cost.py).
     val_every: int = 10
     # An ensemble: `members` networks trained apart, whose mean probability is the prediction. Member k (0-based)
     # is this recipe with member_variants[k % len(member_variants)] applied, seeded seed + k // len(member_variants):
@@ -86,6 +86,12 @@ class Recipe:
             out.append("stretch needs crops (crop_frames > 0): it is applied while cropping")
         if not self.member_variants:
             out.append("member_variants needs at least one entry ({} for the recipe itself)")
+        elif self.members > 1:
+            for k in range(min(self.members, len(self.member_variants))):
+                try:
+                    out += [f"member {k + 1}: {p}" for p in self.member(k).problems()]
+                except ValueError as e:
+                    out.append(f"member {k + 1}: {e}")
         return out
 
     def with_overrides(self, **kw) -> "Recipe":

@@ -32,7 +32,7 @@ def pair(tmp_path_factory, synth_features):
     """An ensemble of two tiny networks trained one at a time (the default recipe's two variants), and the same two
     networks trained alone."""
     d = tmp_path_factory.mktemp("ensemble")
-    recipe = tiny_recipe(epochs=3, members=2)
+    recipe = tiny_recipe(epochs=3, members=2, crop_frames=40)  # crops: the second variant stretches them
     ens = train(synth_features, recipe, d / "ens.pt", fold=5, seed=7)
     alone = [train(synth_features, recipe.member(k), d / f"alone{k}.pt", fold=5, seed=recipe.member_seed(7, k))
              for k in range(2)]
@@ -140,9 +140,9 @@ def test_resume_checks_every_member_before_training_and_keeps_the_good_ones(pair
 
 def test_nothing_to_resume_and_save_best_are_one_line_errors(synth_features, tmp_path):
     with pytest.raises(EscError, match="nothing to resume"):
-        train(synth_features, tiny_recipe(members=2), tmp_path / "x.pt", fold=5, resume=True)
+        train(synth_features, tiny_recipe(members=2, crop_frames=40), tmp_path / "x.pt", fold=5, resume=True)
     with pytest.raises(EscError, match="--save-best"):
-        train(synth_features, tiny_recipe(members=2), tmp_path / "x.pt", fold=5, save_best=True)
+        train(synth_features, tiny_recipe(members=2, crop_frames=40), tmp_path / "x.pt", fold=5, save_best=True)
 
 
 def test_combine_refuses_a_member_made_otherwise(pair, synth_features, tmp_path):
@@ -211,3 +211,10 @@ def test_cross_validation_resumes_an_ensemble_fold_member_by_member(pair, synth_
     assert r.folds[5] == pytest.approx(pair[1].meta["train"]["metrics"]["val_acc"])
     assert states_equal(checkpoint.read(path)["state_dict"], checkpoint.read(pair[1].path)["state_dict"])
     assert member_files(path) == []
+
+
+def test_members_train_all_at_once_by_default_up_to_twice_the_cores():
+    from esccli.ensemble import default_jobs
+
+    assert [default_jobs(m, 2) for m in (1, 2, 3, 4, 5, 16)] == [1, 2, 3, 4, 4, 4]
+    assert default_jobs(2, 8) == 2 and default_jobs(3, 0) == 2  # an unknown core count counts as one

@@ -363,7 +363,8 @@ def test_a_recipe_with_a_setting_that_would_do_nothing_is_refused_before_trainin
     for bad, says in ((dict(stretch=0.8), "stretch must be at least 1.0"),
                       (dict(stretch=1.25, crop_frames=0), "stretch needs crops"),
                       (dict(val_every=0), "val_every must be at least 1"),
-                      (dict(member_variants=[]), "member_variants needs at least one entry")):
+                      (dict(member_variants=[]), "member_variants needs at least one entry"),
+                      (dict(members=2, member_variants=[{}, {"stretch": 1.25}]), "member 2: stretch needs crops")):
         with pytest.raises(EscError, match=says):
             train(synth_features, tiny_recipe(**bad), tmp_path / "m.pt", fold=5)
     assert not any(tmp_path.iterdir())

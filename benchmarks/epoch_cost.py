@@ -1,0 +1,74 @@
+"""What an epoch of the default recipe is made of: the training steps, and scoring the held-out fold.
+
+    python benchmarks/epoch_cost.py [--rounds 3] [--threads N]
+
+Builds the default recipe's network and times, round by round, one epoch of training steps (1600 clips of
+ESC-50's four training folds, in batches of the recipe, random inputs the shape of a training crop, in the
+precision `--precision auto` picks here) and one validation as `esc train` does it (400 whole clips, fp32, in
+eval mode). Prints the medians and the share of an epoch that scoring the fold after every epoch would take
+(the reason recipes score it every `val_every` epochs). Needs no dataset.
+"""
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from common import median
+
+from esccli.features import PRESETS
+from esccli.models import ModelConfig, build_model
+from esccli.recipes import get_recipe
+from esccli.train import autocast, make_optimizer, predict_logits, resolve_precision
+
+TRAIN_CLIPS, VAL_CLIPS = 1600, 400
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    recipe, params = get_recipe("default"), PRESETS["default"]
+    precision = resolve_precision("auto", "cpu", recipe.allow_bf16)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(recipe.arch, 50, params.n_mels, params.frames, dict(recipe.arch_args)))
+    model = model.to(memory_format=torch.channels_last)
+    opt = make_optimizer(recipe, model)
+    x_val = torch.rand(VAL_CLIPS, 1, params.n_mels, params.frames) * 2 - 1
+
+    def train_epoch() -> float:
+        model.train()
+        t = time.perf_counter()
+        for _ in range(TRAIN_CLIPS // recipe.batch_size):
+            x = (torch.rand(recipe.batch_size, 1, params.n_mels, recipe.crop_frames) * 2 - 1)
+            x = x.contiguous(memory_format=torch.channels_last)
+            y = torch.randint(0, 50, (recipe.batch_size,))
+            with autocast("cpu", precision):
+                loss = F.cross_entropy(model(x).float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return time.perf_counter() - t
+
+    def validate() -> float:
+        t = time.perf_counter()
+        predict_logits(model, x_val, "cpu", channels_last=True)
+        return time.perf_counter() - t
+
+    train_s, val_s = [], []
+    for r in range(args.rounds):
+        train_s.append(train_epoch())
+        val_s.append(validate())
+        print(f"round {r + 1}: training {train_s[-1]:.2f} s, validation {val_s[-1]:.2f} s", flush=True)
+    t, v = median(train_s), median(val_s)
+    print(f"{torch.get_num_threads()} threads, {precision} training: epoch of training {t:.2f} s, validation "
+          f"{v:.2f} s ({v / t:.2f} of a training epoch); scored every epoch, validation is {v / (t + v):.0%} of "
+          f"the time, every {recipe.val_every} epochs {v / (recipe.val_every * t + v):.0%}")
+
+
+if __name__ == "__main__":
+    main()
