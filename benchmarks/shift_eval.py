@@ -1,0 +1,62 @@
+"""Would averaging over pitch-shifted copies pay at test time? Fold models scored with and without it.
+
+    python benchmarks/shift_eval.py                     # the default's fold models, bench-default-fold1..5
+    python benchmarks/shift_eval.py --name bench-fast   # the fast preset's
+
+Feeds each fold model (BENCH_HOME/models/NAME-foldK.pt, as `python benchmarks/crossval.py` leaves them) its
+held-out fold of the shared 16 kHz ESC-50 copy, also moved up and down the mel axis by whole bins (the bins left
+empty set to the clip's floor, as augment.freq_shift does in training), and prints the accuracy of the mean
+probability over each set of shifts, per fold and over the five.
+"""
+
+import argparse
+
+import numpy as np
+import torch
+from common import BENCH_HOME, prepare
+
+from esccli import checkpoint, paths
+from esccli.featurize import load_or_build
+
+SHIFT_SETS = {"none": [0], "±1": [-1, 0, 1], "±2": [-2, -1, 0, 1, 2], "±3": list(range(-3, 4)), "-2, 0, 2": [-2, 0, 2]}
+
+
+def shifted(x: torch.Tensor, bins: int) -> torch.Tensor:
+    """Every clip moved up (bins > 0) or down the mel axis by `bins`, the emptied bins at the clip's floor."""
+    if bins == 0:
+        return x
+    out = torch.roll(x, bins, dims=2)
+    floor = x.amin(dim=(1, 2, 3), keepdim=True).expand(-1, -1, abs(bins), x.shape[3])
+    if bins > 0:
+        out[:, :, :bins] = floor
+    else:
+        out[:, :, bins:] = floor
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--name", default="bench-default")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    layout = paths.layout(prepare())
+    accs = {name: [] for name in SHIFT_SETS}
+    for k in range(1, 6):
+        lm = checkpoint.load(BENCH_HOME / "models" / f"{args.name}-fold{k}.pt")
+        if lm.meta["train"]["fold"] != k:
+            raise SystemExit(f"{args.name}-fold{k} does not hold out fold {k}")
+        fs = load_or_build(layout, lm.params)
+        held = fs.folds == k
+        x = torch.from_numpy(fs.features[held].astype(np.float32)).unsqueeze(1)
+        y = torch.from_numpy(fs.targets[held])
+        with torch.no_grad():
+            probs = {b: lm.model(shifted(x, b)).softmax(-1) for b in range(-3, 4)}
+        for name, bins in SHIFT_SETS.items():
+            accs[name].append(float((sum(probs[b] for b in bins).argmax(1) == y).float().mean()))
+    for name, a in accs.items():
+        print(f"{name:9s} " + "  ".join(f"{v:.2%}" for v in a) + f"   mean {np.mean(a):.2%}")
+
+
+if __name__ == "__main__":
+    main()
