@@ -8,8 +8,9 @@
 Each fold is a separate `esc train --fold K` on the shared 16 kHz ESC-50 copy (see common.py). A fold whose model
 exists already is not retrained: its stored accuracy and training time are reported, so an interrupted
 benchmark picks up where it stopped. Wall time is the whole `esc train` process (start-up, loading the
-cached features, training, per-epoch validation, saving). An interrupted fold (a resume file, or some members of
-an ensemble recipe done) is resumed, not started over; its wall time then covers only what was left.
+cached features, training, scoring the fold every `val_every` epochs, saving). An interrupted fold (a resume
+file, or some members of an ensemble recipe done) is resumed, not started over; its wall time then covers only
+what was left.
 """
 
 import argparse
@@ -86,8 +87,10 @@ def main() -> None:
     print("per fold: " + ", ".join(f"{k}: {results[k][0]:.2%}" for k in sorted(results)))
     # the epochs of every fold, from the models' own history: what an epoch costs and the data pipeline's share
     epochs = [e for k in sorted(results) for e in train_meta(f"{tag}-fold{k}")["history"]]
+    scored = [e["seconds"] for e in epochs if e["val_acc"] is not None]  # the epochs that also scored the fold
     print(f"epoch: median {median([e['seconds'] for e in epochs]):.2f} s, of which data "
-          f"{median([e['data_seconds'] for e in epochs]):.2f} s ({median([e['data_seconds'] / e['seconds'] for e in epochs]):.1%})")
+          f"{median([e['data_seconds'] for e in epochs]):.2f} s ({median([e['data_seconds'] / e['seconds'] for e in epochs]):.1%})"
+          + (f"; the {len(scored)} that also scored the fold: {median(scored):.2f} s" if scored else ""))
     print(f"{tag}: folds {sorted(results)}: mean {mean:.2%} ± {std:.2%}"
           + (f"; median wall time per fold {median(walls) / 60:.1f} min" if walls else ""))
     print(f"(models in {BENCH_HOME}/models)")

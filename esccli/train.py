@@ -199,8 +199,9 @@ def train(
     A recipe with several members trains them apart and saves their ensemble (esccli/ensemble.py), `member_jobs`
     of them side by side in processes of `member_threads` threads each."""
     path = Path(path)
-    if recipe.problems():
-        raise EscError(f"recipe: {'; '.join(recipe.problems())}")
+    problems = recipe.problems()
+    if problems:
+        raise EscError(f"recipe: {'; '.join(problems)}")
     check_save_best(recipe, save_best)
     if recipe.members > 1:
         from esccli.ensemble import train_ensemble

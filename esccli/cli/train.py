@@ -75,7 +75,8 @@ def train(
     precision = resolve_precision(precision, dev, recipe.allow_bf16)
     if cv and jobs is not None and jobs > 5:
         raise EscError(f"--jobs {jobs}: with --cv at most 5 folds can train at once")
-    member_jobs = 1 if cv or dev != "cpu" else min(recipe.members, jobs or default_jobs(recipe.members, os.cpu_count() or 1))
+    member_jobs = 1 if cv or dev != "cpu" else jobs or default_jobs(recipe.members, os.cpu_count() or 1)
+    member_jobs = min(recipe.members, member_jobs)
     set_threads((jobs or 1) if cv else member_jobs, threads)
     held_out = None if all_folds else fold
     name = store.valid_name(name or (f"{preset}-cv" if cv else f"{preset}-all" if all_folds else f"{preset}-fold{fold}"))
