@@ -41,3 +41,17 @@ def median(xs):
     xs = sorted(xs)
     n = len(xs)
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def held_out(lm, fold: int, home: Path = BENCH_HOME):
+    """The clips of `fold` as a loaded model `lm` sees them: (features [n, 1, n_mels, frames] float32, targets [n]),
+    from the shared copy installed in `home` (features built with the model's own parameters, cached)."""
+    import numpy as np
+    import torch
+
+    from esccli.featurize import load_or_build
+    from esccli.paths import layout
+
+    fs = load_or_build(layout(prepare(home)), lm.params)
+    held = fs.folds == fold
+    return torch.from_numpy(fs.features[held].astype(np.float32)).unsqueeze(1), torch.from_numpy(fs.targets[held])

@@ -10,12 +10,10 @@ predicts, esccli/models.py).
 import argparse
 import itertools
 
-import numpy as np
 import torch
-from common import prepare
+from common import held_out
 
-from esccli import checkpoint, paths
-from esccli.featurize import load_or_build
+from esccli import checkpoint
 
 
 def main() -> None:
@@ -24,7 +22,6 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    layout = paths.layout(prepare())
     probs, folds = [], set()
     for p in args.models:
         lm = checkpoint.load(p)
@@ -34,10 +31,7 @@ def main() -> None:
         folds.add(fold)
         if len(folds) > 1:
             raise SystemExit(f"the models hold out different folds ({sorted(folds)}): nothing to average")
-        fs = load_or_build(layout, lm.params)
-        held = fs.folds == fold
-        x = torch.from_numpy(fs.features[held].astype(np.float32)).unsqueeze(1)
-        y = torch.from_numpy(fs.targets[held])
+        x, y = held_out(lm, fold)
         with torch.no_grad():
             probs.append(lm.model(x).softmax(-1))
         print(f"{p}: {float((probs[-1].argmax(1) == y).float().mean()):.2%}")

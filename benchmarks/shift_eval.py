@@ -13,10 +13,9 @@ import argparse
 
 import numpy as np
 import torch
-from common import BENCH_HOME, prepare
+from common import BENCH_HOME, held_out
 
-from esccli import checkpoint, paths
-from esccli.featurize import load_or_build
+from esccli import checkpoint
 
 SHIFT_SETS = {"none": [0], "±1": [-1, 0, 1], "±2": [-2, -1, 0, 1, 2], "±3": list(range(-3, 4)), "-2, 0, 2": [-2, 0, 2]}
 
@@ -40,16 +39,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    layout = paths.layout(prepare())
     accs = {name: [] for name in SHIFT_SETS}
     for k in range(1, 6):
         lm = checkpoint.load(BENCH_HOME / "models" / f"{args.name}-fold{k}.pt")
         if lm.meta["train"]["fold"] != k:
             raise SystemExit(f"{args.name}-fold{k} does not hold out fold {k}")
-        fs = load_or_build(layout, lm.params)
-        held = fs.folds == k
-        x = torch.from_numpy(fs.features[held].astype(np.float32)).unsqueeze(1)
-        y = torch.from_numpy(fs.targets[held])
+        x, y = held_out(lm, k)
         with torch.no_grad():
             probs = {b: lm.model(shifted(x, b)).softmax(-1) for b in range(-3, 4)}
         for name, bins in SHIFT_SETS.items():

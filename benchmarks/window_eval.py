@@ -9,12 +9,10 @@ by mean probability plus the whole clip's. Prints one accuracy per way.
 
 import argparse
 
-import numpy as np
 import torch
-from common import prepare
+from common import held_out
 
-from esccli import checkpoint, paths
-from esccli.featurize import load_or_build
+from esccli import checkpoint
 
 
 def accuracy(probs: torch.Tensor, y: torch.Tensor) -> float:
@@ -31,10 +29,7 @@ def main() -> None:
     fold = lm.meta["train"]["fold"]
     if fold is None:
         raise SystemExit("this model was trained on every fold: there is nothing held out to score")
-    fs = load_or_build(paths.layout(prepare()), lm.params)
-    held = fs.folds == fold
-    x = torch.from_numpy(fs.features[held].astype(np.float32)).unsqueeze(1)
-    y = torch.from_numpy(fs.targets[held])
+    x, y = held_out(lm, fold)
     frames = x.shape[-1]
     with torch.no_grad():
         whole = lm.model(x).softmax(-1)
