@@ -50,8 +50,8 @@ class Recipe:
     def made(self, train_meta: dict, fold: int | None, seed: int, precision: str) -> bool:
         """Whether a model's `train` metadata says this recipe made it, with this held-out fold, seed and precision
         (models from before the precision was recorded were trained in fp32; a recipe recorded before one of the
-        LATER_FIELDS existed was trained as that field's value there says; a single network's member_variants,
-        which it does not use, are not compared)."""
+        LATER_FIELDS existed was trained as that field's value there says; how often it was validated, and a
+        single network's member_variants, which it does not use, are not compared)."""
         recorded = train_meta.get("recipe")
         return (isinstance(recorded, dict) and _as_made({**LATER_FIELDS, **recorded}) == _as_made(self.to_dict())
                 and train_meta.get("fold") == fold and train_meta.get("seed") == seed
@@ -80,16 +80,22 @@ class Recipe:
         """What makes this recipe untrainable or makes one of its settings do nothing (empty when it is sound)."""
         out = [f"{k} must be at least {low}, not {getattr(self, k)}"
                for k, low in (("epochs", 1), ("batch_size", 1), ("members", 1), ("val_every", 1), ("stretch", 1.0),
-                              ("freq_shift", 0), ("crop_frames", 0), ("lr", 0.0))
+                              ("freq_shift", 0), ("crop_frames", 0), ("lr", 0.0), ("step_every", 1))
                if getattr(self, k) < low]
+        out += [f"{k} must be one of {', '.join(known)}, not {getattr(self, k)!r}"
+                for k, known in (("schedule", ("onecycle", "step")), ("optimizer", ("adamw", "adam", "sgd")))
+                if getattr(self, k) not in known]
         if self.stretch > 1.0 and not self.crop_frames:
             out.append("stretch needs crops (crop_frames > 0): it is applied while cropping")
         if not self.member_variants:
             out.append("member_variants needs at least one entry ({} for the recipe itself)")
         elif self.members > 1:
             for k in range(min(self.members, len(self.member_variants))):
-                try:
-                    out += [f"member {k + 1}: {p}" for p in self.member(k).problems()]
+                if not isinstance(self.member_variants[k], dict):
+                    out.append(f"member {k + 1}: a variant is a dict of recipe fields, not {self.member_variants[k]!r}")
+                    continue
+                try:  # what the variant itself brings (the recipe's own problems are listed once, above)
+                    out += [f"member {k + 1}: {p}" for p in self.member(k).problems() if p not in out]
                 except ValueError as e:
                     out.append(f"member {k + 1}: {e}")
         return out

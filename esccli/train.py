@@ -143,6 +143,12 @@ def autocast(device: str, precision: str):
     return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
 
 
+def check_recipe(recipe: Recipe) -> None:
+    problems = recipe.problems()
+    if problems:
+        raise EscError(f"recipe: {'; '.join(problems)}")
+
+
 def check_save_best(recipe: Recipe, save_best: bool) -> None:
     if save_best and recipe.members > 1:
         raise EscError("--save-best picks one epoch of one network; an ensemble has several",
@@ -199,9 +205,7 @@ def train(
     A recipe with several members trains them apart and saves their ensemble (esccli/ensemble.py), `member_jobs`
     of them side by side in processes of `member_threads` threads each."""
     path = Path(path)
-    problems = recipe.problems()
-    if problems:
-        raise EscError(f"recipe: {'; '.join(problems)}")
+    check_recipe(recipe)
     check_save_best(recipe, save_best)
     if recipe.members > 1:
         from esccli.ensemble import train_ensemble

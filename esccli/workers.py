@@ -1,15 +1,18 @@
 """Trainings side by side: folds of a cross-validation, or members of an ensemble, each in a process of its own.
 
-One fresh spawned process per task (an idle worker would print a traceback on Ctrl-C), each exiting as soon as
-the process that started it is gone. Ctrl-C cancels the tasks that have not started and waits for the running
-ones, which save their last finished epoch, then raises `interrupted`. The first task to fail stops the rest.
+One fresh spawned process per task, each exiting as soon as the process that started it is gone. No more tasks
+are handed to the pool than can run at once, so Ctrl-C reaches every task that has started (it goes to the whole
+process group): they save their last finished epoch and stop, the others never start, and `interrupted` is
+raised. Workers waiting for a task ignore Ctrl-C (no traceback from an idle process). After a failure no new
+task starts; the running ones finish, then the failure is raised.
 """
 
 import multiprocessing
 import os
+import signal
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Callable
 
 
@@ -31,13 +34,20 @@ def run_side_by_side(fn: Callable, tasks: list[tuple], jobs: int, interrupted: E
     """Run `fn(*task)` for every task, `jobs` at a time, each in a new process; `on_result(i, result)` is called
     in this process as task i finishes. `fn` must be importable (a module-level function)."""
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                               max_tasks_per_child=1)
+                               max_tasks_per_child=1, initializer=_ignore_ctrl_c)
+    waiting = list(reversed(list(enumerate(tasks))))  # popped from the end: in order
+    running = {}
     try:
-        futures = {pool.submit(_run, fn, task): i for i, task in enumerate(tasks)}
-        for f in as_completed(futures):
-            result = f.result()
-            if on_result:
-                on_result(futures[f], result)
+        while waiting or running:
+            while waiting and len(running) < jobs:
+                i, task = waiting.pop()
+                running[pool.submit(_run, fn, task)] = i
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for f in done:
+                i = running.pop(f)
+                result = f.result()  # a failure: nothing new starts (below)
+                if on_result:
+                    on_result(i, result)
     except KeyboardInterrupt:
         pool.shutdown(wait=True, cancel_futures=True)
         raise interrupted from None
@@ -47,6 +57,11 @@ def run_side_by_side(fn: Callable, tasks: list[tuple], jobs: int, interrupted: E
     pool.shutdown(wait=True)
 
 
+def _ignore_ctrl_c() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _run(fn: Callable, task: tuple):
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a running task stops on Ctrl-C (and saves)
     exit_with_parent()
     return fn(*task)

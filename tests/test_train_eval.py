@@ -347,7 +347,8 @@ def test_cross_validation_trains_each_fold_and_resumes(tmp_path, synth_features)
     assert (tmp_path / "cv-fold4.pt").stat().st_mtime_ns == before
     assert r2.folds[4] == r.folds[4]
     for k in (2, 3):  # each worker's result is recorded under its own fold
-        assert r2.folds[k] == checkpoint.read_meta(tmp_path / f"cv-fold{k}.pt")["train"]["metrics"]["val_acc"]
+        t = checkpoint.read_meta(tmp_path / f"cv-fold{k}.pt")["train"]
+        assert (r2.folds[k], r2.seconds[k]) == (t["metrics"]["val_acc"], t["seconds"])
 
     # a finished fold made in another precision is not counted: it is trained again
     other = "bf16" if checkpoint.read_meta(tmp_path / "cv-fold4.pt")["train"]["precision"] == "fp32" else "fp32"
@@ -364,7 +365,17 @@ def test_a_recipe_with_a_setting_that_would_do_nothing_is_refused_before_trainin
                       (dict(stretch=1.25, crop_frames=0), "stretch needs crops"),
                       (dict(val_every=0), "val_every must be at least 1"),
                       (dict(member_variants=[]), "member_variants needs at least one entry"),
-                      (dict(members=2, member_variants=[{}, {"stretch": 1.25}]), "member 2: stretch needs crops")):
+                      (dict(members=2, member_variants=[{}, {"stretch": 1.25}]), "member 2: stretch needs crops"),
+                      (dict(step_every=0), "step_every must be at least 1"),
+                      (dict(schedule="cosine"), "schedule must be one of onecycle, step"),
+                      (dict(members=2, member_variants=[{}, "pitch"]), "member 2: a variant is a dict")):
         with pytest.raises(EscError, match=says):
             train(synth_features, tiny_recipe(**bad), tmp_path / "m.pt", fold=5)
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(EscError, match="^recipe: epochs must be at least 1, not 0$"):  # said once, not per member
+        train(synth_features, tiny_recipe(epochs=0, members=2, crop_frames=40), tmp_path / "m.pt", fold=5)
+    from esccli.crossval import run_cv
+
+    with pytest.raises(EscError, match="val_every must be at least 1"):  # before any fold starts
+        run_cv(synth_features, tiny_recipe(val_every=0), tmp_path, "cv", jobs=2)
     assert not any(tmp_path.iterdir())
