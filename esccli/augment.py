@@ -57,6 +57,20 @@ def freq_shift(x: torch.Tensor, max_bins: int, g: torch.Generator) -> torch.Tens
     return torch.where(inside, moved, x.amin(dim=(1, 2, 3), keepdim=True))
 
 
+def random_eq(x: torch.Tensor, max_db: float, db_range: float, g: torch.Generator, points: int = 4) -> torch.Tensor:
+    """Pass each clip through a random filter: a gain curve across the mel axis, linear between `points` evenly
+    spaced gains drawn uniformly in [-max_db, max_db] dB (as FilterAugment, Nam et al. 2022). The features are dB
+    scaled to [-1, 1] over `db_range` dB (FeatureParams.top_db); the clip is scaled back to peak at 0 dB, and bins
+    at the floor (silence) stay there."""
+    if max_db <= 0:
+        return x
+    gains = (2 * torch.rand(x.shape[0], 1, points, generator=g) - 1) * max_db  # [batch, 1, points] dB
+    curve = torch.nn.functional.interpolate(gains, size=x.shape[2], mode="linear", align_corners=True)
+    y = x + (curve / (db_range / 2))[:, :, :, None]  # [batch, 1, n_mels, 1] in feature units
+    y = y - (y.amax(dim=(1, 2, 3), keepdim=True) - 1.0)
+    return torch.where(x <= -1.0, x, y.clamp_min(-1.0))
+
+
 def random_roll(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Rotate each clip in time by a random number of frames (a time shift that keeps every frame)."""
     total = x.shape[-1]
@@ -82,14 +96,24 @@ def mask_bands(x: torch.Tensor, count: int, width: int, axis: int, g: torch.Gene
     return torch.where(keep.view(shape), x, floor)
 
 
-def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, g: torch.Generator):
-    """Mix each clip with another of the batch: returns (mixed x, y, y of the partner, weight of y)."""
+def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, g: torch.Generator, db_range: float = 0.0):
+    """Mix each clip with another of the batch: returns (mixed x, y, y of the partner, weight of y).
+
+    db_range = 0 mixes the features themselves (a weighted mean of dB values). db_range > 0 says that the features
+    are dB scaled linearly to [-1, 1] over that many dB (FeatureParams.top_db) and mixes the sounds instead: the
+    weighted sum of the two clips' mel powers, back in dB (as if the waveforms had been added, each at its own
+    peak level scaled by its weight: the louder clip wins each bin, as in real mixtures).
+    """
     if alpha <= 0:
         return x, y, y, 1.0
     lam = beta_sample(alpha, g)
     lam = max(lam, 1.0 - lam)  # the first label stays the dominant one
     perm = torch.randperm(x.shape[0], generator=g)
-    return lam * x + (1.0 - lam) * x[perm], y, y[perm], lam
+    if db_range <= 0:
+        return lam * x + (1.0 - lam) * x[perm], y, y[perm], lam
+    k = db_range / 20.0  # x = 1 + dB / (db_range / 2), power = 10^(dB / 10) = 10^(k * (x - 1))
+    power = lam * torch.pow(10.0, k * (x - 1.0)) + (1.0 - lam) * torch.pow(10.0, k * (x[perm] - 1.0))
+    return (1.0 + torch.log10(power) / k).clamp_min(-1.0), y, y[perm], lam
 
 
 def beta_sample(alpha: float, g: torch.Generator) -> float:

@@ -23,10 +23,12 @@ class Recipe:
     step_gamma: float = 0.1
     label_smoothing: float = 0.1
     mixup_alpha: float = 0.4
+    mixup_power: bool = False  # mix clips as sounds (their mel powers add) rather than as dB images; needs "db" features
     crop_frames: int = 100  # train on random windows of this many frames (0: the whole clip); 100 = 2 s
     crop_energy: bool = True  # draw crops where the clip is loud rather than uniformly
     stretch: float = 1.0  # with crops: change the tempo by a random factor in [1/stretch, stretch] (1: off)
     freq_shift: int = 0  # move each clip up/down the mel axis by up to this many bins (0: off)
+    eq_db: float = 0.0  # a random filter on each clip: gains up to +-eq_db dB across the mel axis (0: off)
     time_roll: bool = False  # rotate each clip in time by a random amount (after the crop)
     freq_masks: int = 2
     freq_mask_width: int = 8
@@ -80,7 +82,7 @@ class Recipe:
         """What makes this recipe untrainable or makes one of its settings do nothing (empty when it is sound)."""
         out = [f"{k} must be at least {low}, not {getattr(self, k)}"
                for k, low in (("epochs", 1), ("batch_size", 1), ("members", 1), ("val_every", 1), ("stretch", 1.0),
-                              ("freq_shift", 0), ("crop_frames", 0), ("lr", 0.0), ("step_every", 1))
+                              ("freq_shift", 0), ("eq_db", 0.0), ("crop_frames", 0), ("lr", 0.0), ("step_every", 1))
                if getattr(self, k) < low]
         out += [f"{k} must be one of {', '.join(known)}, not {getattr(self, k)!r}"
                 for k, known in (("schedule", ("onecycle", "step")), ("optimizer", ("adamw", "adam", "sgd")))
@@ -114,10 +116,12 @@ def _as_made(recipe: dict) -> dict:
 # Fields added to Recipe after models were made without them, with the value that does what esc did before the
 # field existed (the training code draws no extra random numbers at these values, so such models are reproduced
 # bit for bit by a recipe that states them).
-LATER_FIELDS = {"stretch": 1.0, "freq_shift": 0, "members": 1, "member_variants": [{}], "val_every": 1}
+LATER_FIELDS = {"stretch": 1.0, "freq_shift": 0, "members": 1, "member_variants": [{}], "val_every": 1,
+                "mixup_power": False, "eq_db": 0.0}
 
 NOT_IN_VARIANTS = {"arch", "arch_args", "features", "members", "member_variants", "val_every"}
 PITCH_TEMPO = {"freq_shift": 4, "stretch": 1.25}  # the second member's augmentation (docs/ablation.md, round 3)
+EQ_DB = 6.0  # random filters of up to +-6 dB across the mel axis: +4.10 points for the fast preset (round 5)
 
 RECIPES = {
     # The student notebook: its CNN on 44.1 kHz 128-mel images, Adam 2e-5 divided by 10 every 20 epochs,
@@ -130,10 +134,10 @@ RECIPES = {
     ),
     # two networks trained apart, side by side on a 2-core CPU (one thread each), averaged; the second learns from
     # clips also shifted in pitch (up to 4 mel bins) and stretched in time (up to 1.25x)
-    "default": Recipe(members=2, member_variants=[{}, PITCH_TEMPO]),
+    "default": Recipe(members=2, member_variants=[{}, PITCH_TEMPO], eq_db=EQ_DB),
     # one network on all the cores, fewer epochs: one fold in under 5 minutes on two CPU cores (2.8 s per epoch on
     # two threads, a validation every 10 epochs: docs/ablation.md, round 4)
-    "fast": Recipe(epochs=90, members=1),
+    "fast": Recipe(epochs=90, members=1, eq_db=EQ_DB),
 }
 
 

@@ -159,10 +159,12 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
 
 
-def augment_batch(x: torch.Tensor, recipe: Recipe, g: torch.Generator) -> torch.Tensor:
+def augment_batch(x: torch.Tensor, recipe: Recipe, g: torch.Generator, db_range: float = 80.0) -> torch.Tensor:
+    """A training batch's augmentations, in order; db_range: the dB span of the features' [-1, 1] (top_db)."""
     if recipe.crop_frames:
         x = augment.random_crop(x, recipe.crop_frames, g, recipe.crop_energy, recipe.stretch)
     x = augment.freq_shift(x, recipe.freq_shift, g)
+    x = augment.random_eq(x, recipe.eq_db, db_range, g)
     if recipe.time_roll:
         x = augment.random_roll(x, g)
     x = augment.mask_bands(x, recipe.freq_masks, recipe.freq_mask_width, 2, g)
@@ -216,6 +218,9 @@ def train(
     best_path = path.with_suffix(".best.pt")
     train_idx, val_idx = split(fs, fold)
     precision = resolve_precision(precision, device, recipe.allow_bf16)
+    if (recipe.mixup_power or recipe.eq_db) and fs.params.scale != "db":
+        raise EscError(f"mixup_power and eq_db need features scaled in dB (scale 'db'), not {fs.params.scale!r}")
+    mix_db = fs.params.top_db if recipe.mixup_power else 0.0  # augment.mixup mixes powers when > 0
 
     # data: all features in memory as one compact tensor [clips, 1, n_mels, frames] in the cache's dtype (float16:
     # 64 MB for ESC-50 at the default parameters); each batch is converted to float32 (exactly) when it is drawn
@@ -270,8 +275,8 @@ def train(
             for step in range(steps):
                 td = time.perf_counter()
                 idx = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
-                xb = augment_batch(x_all[idx].float(), recipe, g)
-                xb, ya, yb, lam = augment.mixup(xb, y_all[idx], recipe.mixup_alpha, g)
+                xb = augment_batch(x_all[idx].float(), recipe, g, fs.params.top_db)
+                xb, ya, yb, lam = augment.mixup(xb, y_all[idx], recipe.mixup_alpha, g, mix_db)
                 xb, ya, yb = xb.to(device), ya.to(device), yb.to(device)
                 if recipe.channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)

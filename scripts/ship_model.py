@@ -22,6 +22,8 @@ from common import BENCH_HOME, esc, prepare, resumable  # noqa: E402
 
 from esccli import checkpoint  # noqa: E402
 from esccli.metrics import mean_std  # noqa: E402
+from esccli.recipes import get_recipe  # noqa: E402
+from esccli.train import pick_device, resolve_precision  # noqa: E402
 from esccli.store import BUILTIN_PATH  # noqa: E402
 
 
@@ -33,17 +35,25 @@ def main() -> None:
     prepare()
     tag = f"bench-{args.preset}" + (f"-s{args.seed}" if args.seed else "")
     models = BENCH_HOME / "models"
+    recipe = get_recipe(args.preset)
+    precision = resolve_precision("auto", pick_device("auto"), recipe.allow_bf16)  # what esc train will use
+
+    def made_here(p: Path, fold: int | None) -> bool:
+        """Whether the model at p was made by today's recipe with this fold, seed and precision."""
+        return p.is_file() and recipe.made(checkpoint.read_meta(p)["train"], fold, args.seed, precision)
+
     folds = {}
     for k in range(1, 6):
         p = models / f"{tag}-fold{k}.pt"
-        if not p.is_file():
-            sys.exit(f"missing {p}: run `python benchmarks/crossval.py --preset {args.preset}` first")
+        if not made_here(p, k):
+            sys.exit(f"no fold-{k} model of today's {args.preset} recipe at {p}: "
+                     f"run `python benchmarks/crossval.py --preset {args.preset}` first")
         folds[k] = checkpoint.read_meta(p)["train"]["metrics"]["val_acc"]
     mean, std = mean_std(list(folds.values()))
 
     name = f"ship-{args.preset}-all"
     final = models / f"{name}.pt"
-    if not final.is_file():
+    if not made_here(final, None):  # absent, or made by another recipe: (re)train it
         esc("train", "--preset", args.preset, "--all", "--seed", str(args.seed), "--name", name, "--force",
             *(["--resume"] if resumable(name) else []))
     blob = checkpoint.read(final)

@@ -116,6 +116,40 @@ def test_masks_set_bands_to_the_clip_floor():
     assert torch.equal(y[~(y == floor)], x[~(y == floor)])
 
 
+def test_power_mixup_adds_the_sounds_and_feature_mixup_averages_the_images():
+    loud, silent = torch.ones(1, 1, 2, 3), -torch.ones(1, 1, 2, 3)  # 0 dB and the -80 dB floor, scaled to [-1, 1]
+    x, y = torch.cat([loud, silent]), torch.tensor([3, 7])
+    xm, ya, yb, lam = augment.mixup(x, y, 0.4, torch.Generator().manual_seed(0), db_range=80.0)
+    assert 0.5 <= lam < 1.0 and torch.equal(ya, y)
+    partner = 1 if int(yb[0]) == 7 else 0  # randperm may pair a clip with itself
+    # the loud clip's power scaled by its weight: 10 log10(w) dB, whatever the silent clip's weight
+    w_loud = lam if partner == 1 else 1.0
+    expected = 1.0 + 10 * torch.log10(torch.tensor(w_loud + (1 - w_loud) * 1e-8)) / 40.0
+    assert torch.allclose(xm[0], expected.expand(1, 2, 3), atol=1e-5)
+    same = torch.full((2, 1, 2, 3), 0.3)
+    assert torch.allclose(augment.mixup(same, y, 0.4, torch.Generator().manual_seed(0), 80.0)[0], same, atol=1e-5)
+    xf, _, _, lam_f = augment.mixup(x, y, 0.4, torch.Generator().manual_seed(0))  # the same draws, in dB
+    assert lam_f == lam and torch.allclose(xf[0], torch.full((1, 2, 3), 1.0 - 2 * (1 - w_loud)))
+
+
+def test_random_eq_filters_each_clip_keeps_silence_and_peaks_at_0_db():
+    x = torch.full((16, 1, 32, 5), 0.5)  # -20 dB everywhere (top_db 80)
+    x[:, :, :, 0] = -1.0  # a silent frame
+    g = torch.Generator().manual_seed(0)
+    y = augment.random_eq(x, 6.0, 80.0, g)
+    assert torch.equal(y[..., 0], x[..., 0])  # silence stays at the floor
+    assert torch.allclose(y.amax(dim=(1, 2, 3)), torch.ones(16))  # rescaled to peak at 0 dB
+    db = (y[:, 0, :, 1] - 1) * 40  # [clips, mels] dB of a sounding frame: the filter's curve, up to a constant
+    spread = db.amax(1) - db.amin(1)
+    assert (spread <= 12.0 + 1e-4).all() and (spread > 0.5).float().mean() > 0.8  # +-6 dB, and it does something
+    steps = db.diff(dim=1)  # piecewise linear in 3 segments over 32 bins: steps constant within a segment
+    assert torch.allclose(steps[:, 1:10], steps[:, 1:2].expand(-1, 9), atol=1e-4)
+    assert torch.equal(y[..., 1], y[..., 4])  # the same gain in every frame
+    assert torch.equal(augment.random_eq(x, 0.0, 80.0, g), x)
+    other = augment.random_eq(x, 6.0, 80.0, g)
+    assert not torch.equal(other, y)  # a new draw
+
+
 @pytest.mark.parametrize("args", [{}, {"pool": "max"}, {"stem_pool": [2, 4]}, {"stem_pool": [4, 2]},
                                   {"head": "mean", "channels": [8, 16, 32, 64]}])
 def test_escnet_variants_take_any_length(args):

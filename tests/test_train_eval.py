@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import pickle
 import shutil
@@ -368,9 +369,14 @@ def test_a_recipe_with_a_setting_that_would_do_nothing_is_refused_before_trainin
                       (dict(members=2, member_variants=[{}, {"stretch": 1.25}]), "member 2: stretch needs crops"),
                       (dict(step_every=0), "step_every must be at least 1"),
                       (dict(schedule="cosine"), "schedule must be one of onecycle, step"),
-                      (dict(members=2, member_variants=[{}, "pitch"]), "member 2: a variant is a dict")):
+                      (dict(members=2, member_variants=[{}, "pitch"]), "member 2: a variant is a dict"),
+                      (dict(eq_db=-3), "eq_db must be at least 0.0")):
         with pytest.raises(EscError, match=says):
             train(synth_features, tiny_recipe(**bad), tmp_path / "m.pt", fold=5)
+    image = dataclasses.replace(synth_features, params=dataclasses.replace(synth_features.params, scale="image"))
+    for needs_db in (dict(eq_db=6.0), dict(eq_db=0.0, mixup_power=True)):  # both read the features as dB
+        with pytest.raises(EscError, match="need features scaled in dB"):
+            train(image, tiny_recipe(**needs_db), tmp_path / "m.pt", fold=5)
     assert not any(tmp_path.iterdir())
     with pytest.raises(EscError, match="^recipe: epochs must be at least 1, not 0$"):  # said once, not per member
         train(synth_features, tiny_recipe(epochs=0, members=2, crop_frames=40), tmp_path / "m.pt", fold=5)
