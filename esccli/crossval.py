@@ -58,7 +58,7 @@ def run_cv(fs, recipe: Recipe, models_dir: Path, name: str, seed: int = 0, devic
     from esccli.ensemble import saved_progress
     from esccli.train import check_recipe, resolve_precision, train
 
-    check_recipe(recipe)  # before any fold starts, in this process or another
+    check_recipe(recipe, fs.params)  # before any fold starts, in this process or another
     precision = resolve_precision(precision, device, recipe.allow_bf16)
     folds = folds or list(range(1, NUM_FOLDS + 1))
     result = CVResult(name)

@@ -89,6 +89,8 @@ class Recipe:
                 if getattr(self, k) not in known]
         if self.stretch > 1.0 and not self.crop_frames:
             out.append("stretch needs crops (crop_frames > 0): it is applied while cropping")
+        if self.mixup_power and self.mixup_alpha <= 0:
+            out.append("mixup_power needs mixup (mixup_alpha > 0): it says how clips are mixed")
         if not self.member_variants:
             out.append("member_variants needs at least one entry ({} for the recipe itself)")
         elif self.members > 1:
@@ -132,11 +134,12 @@ RECIPES = {
         crop_frames=0, crop_energy=False, freq_masks=0, time_masks=0, channels_last=False, allow_bf16=False,
         val_every=1,
     ),
-    # two networks trained apart, side by side on a 2-core CPU (one thread each), averaged; the second learns from
-    # clips also shifted in pitch (up to 4 mel bins) and stretched in time (up to 1.25x)
+    # two networks trained apart, side by side on a 2-core CPU (one thread each), averaged, both on crops through
+    # random filters; the second learns from clips also shifted in pitch (up to 4 mel bins) and stretched in time
+    # (up to 1.25x)
     "default": Recipe(members=2, member_variants=[{}, PITCH_TEMPO], eq_db=EQ_DB),
     # one network on all the cores, fewer epochs: one fold in under 5 minutes on two CPU cores (2.8 s per epoch on
-    # two threads, a validation every 10 epochs: docs/ablation.md, round 4)
+    # two threads, a validation every 10 epochs: docs/ablation.md, round 4), crops through random filters
     "fast": Recipe(epochs=90, members=1, eq_db=EQ_DB),
 }
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from esccli import augment, checkpoint
 from esccli.classes import CLASS_NAMES
 from esccli.errors import EscError, ModelError
-from esccli.features import params_basis
+from esccli.features import FeatureParams, params_basis
 from esccli.featurize import FeatureSet
 from esccli.models import ModelConfig, build_model, count_parameters
 from esccli.recipes import Recipe
@@ -143,10 +143,14 @@ def autocast(device: str, precision: str):
     return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
 
 
-def check_recipe(recipe: Recipe) -> None:
+def check_recipe(recipe: Recipe, params: FeatureParams | None = None) -> None:
+    """Refuse, in one line, a recipe that cannot train or has a setting that would do nothing (and, given the
+    features it will train on, augmentations that read them as dB when they are not)."""
     problems = recipe.problems()
     if problems:
         raise EscError(f"recipe: {'; '.join(problems)}")
+    if params is not None and (recipe.mixup_power or recipe.eq_db) and params.scale != "db":
+        raise EscError(f"mixup_power and eq_db need features scaled in dB (scale 'db'), not {params.scale!r}")
 
 
 def check_save_best(recipe: Recipe, save_best: bool) -> None:
@@ -159,7 +163,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
 
 
-def augment_batch(x: torch.Tensor, recipe: Recipe, g: torch.Generator, db_range: float = 80.0) -> torch.Tensor:
+def augment_batch(x: torch.Tensor, recipe: Recipe, g: torch.Generator, db_range: float) -> torch.Tensor:
     """A training batch's augmentations, in order; db_range: the dB span of the features' [-1, 1] (top_db)."""
     if recipe.crop_frames:
         x = augment.random_crop(x, recipe.crop_frames, g, recipe.crop_energy, recipe.stretch)
@@ -207,7 +211,7 @@ def train(
     A recipe with several members trains them apart and saves their ensemble (esccli/ensemble.py), `member_jobs`
     of them side by side in processes of `member_threads` threads each."""
     path = Path(path)
-    check_recipe(recipe)
+    check_recipe(recipe, fs.params)
     check_save_best(recipe, save_best)
     if recipe.members > 1:
         from esccli.ensemble import train_ensemble
@@ -218,8 +222,6 @@ def train(
     best_path = path.with_suffix(".best.pt")
     train_idx, val_idx = split(fs, fold)
     precision = resolve_precision(precision, device, recipe.allow_bf16)
-    if (recipe.mixup_power or recipe.eq_db) and fs.params.scale != "db":
-        raise EscError(f"mixup_power and eq_db need features scaled in dB (scale 'db'), not {fs.params.scale!r}")
     mix_db = fs.params.top_db if recipe.mixup_power else 0.0  # augment.mixup mixes powers when > 0
 
     # data: all features in memory as one compact tensor [clips, 1, n_mels, frames] in the cache's dtype (float16:

@@ -56,7 +56,11 @@ def main() -> None:
     if not made_here(final, None):  # absent, or made by another recipe: (re)train it
         esc("train", "--preset", args.preset, "--all", "--seed", str(args.seed), "--name", name, "--force",
             *(["--resume"] if resumable(name) else []))
+    if not made_here(final, None):
+        sys.exit(f"{final} was not made by today's {args.preset} recipe with seed {args.seed} in {precision}")
     blob = checkpoint.read(final)
+    if any(checkpoint.read_meta(models / f"{tag}-fold{k}.pt")["features"] != blob["features"] for k in folds):
+        sys.exit(f"the fold models and {final} were trained on different features: their figures would not apply")
     meta = {k: v for k, v in blob.items() if k not in ("state_dict", "optimizer", "state_sha256", "format",
                                                        "format_version", "esc_version")}
     meta["name"] = f"esc-{args.preset}"

@@ -115,16 +115,17 @@ def test_resume_refuses_other_settings(tmp_path, synth_features):
 def test_models_made_before_a_later_recipe_field_count_at_its_old_behaviour():
     from esccli.recipes import LATER_FIELDS, get_recipe
 
-    one = get_recipe("default").member()
+    one = dataclasses.replace(get_recipe("default").member(), eq_db=0.0)  # the default's network before round 5
     old = {k: v for k, v in one.to_dict().items() if k not in LATER_FIELDS}  # as recorded before those fields
     meta = {"recipe": old, "fold": 1, "seed": 0, "precision": "bf16"}
     assert one.made(meta, 1, 0, "bf16")
+    assert not get_recipe("default").member().made(meta, 1, 0, "bf16")  # today's filters: not the same training
     assert not one.with_overrides(stretch=1.25).made(meta, 1, 0, "bf16")
     assert not get_recipe("default").made(meta, 1, 0, "bf16")  # two members: not what a single network was
     assert not one.made({**meta, "recipe": {**old, "crop_energy": False}}, 1, 0, "bf16")
     assert one.with_overrides(val_every=3).made(meta, 1, 0, "bf16")  # validating more or less trains the same
     # `--members 1` on the default keeps its (unused) variants in the recorded recipe: still the same training
-    single = get_recipe("default").with_overrides(members=1)
+    single = get_recipe("default").with_overrides(members=1, eq_db=0.0)
     assert single.member_variants != [{}] and one.made({**meta, "recipe": single.to_dict()}, 1, 0, "bf16")
 
 
@@ -359,6 +360,7 @@ def test_cross_validation_trains_each_fold_and_resumes(tmp_path, synth_features)
 
 
 def test_a_recipe_with_a_setting_that_would_do_nothing_is_refused_before_training(tmp_path, synth_features):
+    from esccli.crossval import run_cv
     from esccli.recipes import RECIPES
 
     assert all(not r.problems() for r in RECIPES.values())
@@ -370,18 +372,20 @@ def test_a_recipe_with_a_setting_that_would_do_nothing_is_refused_before_trainin
                       (dict(step_every=0), "step_every must be at least 1"),
                       (dict(schedule="cosine"), "schedule must be one of onecycle, step"),
                       (dict(members=2, member_variants=[{}, "pitch"]), "member 2: a variant is a dict"),
-                      (dict(eq_db=-3), "eq_db must be at least 0.0")):
+                      (dict(eq_db=-3), "eq_db must be at least 0.0"),
+                      (dict(mixup_power=True, mixup_alpha=0.0), "mixup_power needs mixup")):
         with pytest.raises(EscError, match=says):
             train(synth_features, tiny_recipe(**bad), tmp_path / "m.pt", fold=5)
     image = dataclasses.replace(synth_features, params=dataclasses.replace(synth_features.params, scale="image"))
-    for needs_db in (dict(eq_db=6.0), dict(eq_db=0.0, mixup_power=True)):  # both read the features as dB
+    for needs_db in (dict(eq_db=6.0), dict(eq_db=0.0, mixup_power=True, mixup_alpha=0.4)):  # both read dB
         with pytest.raises(EscError, match="need features scaled in dB"):
             train(image, tiny_recipe(**needs_db), tmp_path / "m.pt", fold=5)
     assert not any(tmp_path.iterdir())
+    with pytest.raises(EscError, match="need features scaled in dB"):  # before any fold starts
+        run_cv(image, tiny_recipe(mixup_alpha=0.4, mixup_power=True), tmp_path, "cv", jobs=2)
+    assert not any(tmp_path.iterdir())
     with pytest.raises(EscError, match="^recipe: epochs must be at least 1, not 0$"):  # said once, not per member
         train(synth_features, tiny_recipe(epochs=0, members=2, crop_frames=40), tmp_path / "m.pt", fold=5)
-    from esccli.crossval import run_cv
-
     with pytest.raises(EscError, match="val_every must be at least 1"):  # before any fold starts
         run_cv(synth_features, tiny_recipe(val_every=0), tmp_path, "cv", jobs=2)
     assert not any(tmp_path.iterdir())
