@@ -59,9 +59,11 @@ def freq_shift(x: torch.Tensor, max_bins: int, g: torch.Generator) -> torch.Tens
 
 def random_eq(x: torch.Tensor, max_db: float, db_range: float, g: torch.Generator, points: int = 4) -> torch.Tensor:
     """Pass each clip through a random filter: a gain curve across the mel axis, linear between `points` evenly
-    spaced gains drawn uniformly in [-max_db, max_db] dB (as FilterAugment, Nam et al. 2022). The features are dB
-    scaled to [-1, 1] over `db_range` dB (FeatureParams.top_db); the clip is scaled back to peak at 0 dB, and bins
-    at the floor (silence) stay there."""
+    spaced gains drawn uniformly in [-max_db, max_db] dB (in the spirit of FilterAugment, Nam et al. 2022, which
+    draws bands with random edges instead). The features are dB scaled to [-1, 1] over `db_range` dB
+    (FeatureParams.top_db). Unlike FilterAugment, the clip is then rescaled to peak at 0 dB, as every whole clip
+    does: a crop that missed its clip's loudest moment is brought up to that level too. Bins at the floor
+    (silence) stay there. Both carry part of the measured gain (docs/ablation.md, round 5)."""
     if max_db <= 0:
         return x
     gains = (2 * torch.rand(x.shape[0], 1, points, generator=g) - 1) * max_db  # [batch, 1, points] dB

@@ -28,7 +28,8 @@ class Recipe:
     crop_energy: bool = True  # draw crops where the clip is loud rather than uniformly
     stretch: float = 1.0  # with crops: change the tempo by a random factor in [1/stretch, stretch] (1: off)
     freq_shift: int = 0  # move each clip up/down the mel axis by up to this many bins (0: off)
-    eq_db: float = 0.0  # a random filter on each clip: gains up to +-eq_db dB across the mel axis (0: off)
+    eq_db: float = 0.0  # a random filter on each crop (gains up to +-eq_db dB across the mel axis), then the crop
+    # rescaled to peak at 0 dB like a whole clip (0: neither)
     time_roll: bool = False  # rotate each clip in time by a random amount (after the crop)
     freq_masks: int = 2
     freq_mask_width: int = 8

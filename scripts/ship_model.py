@@ -5,7 +5,8 @@
 1. trains the recipe on all 2000 clips of the shared 16 kHz ESC-50 copy (`esc train --all`), in the benchmark
    data dir (see benchmarks/common.py);
 2. reads the 5-fold cross-validation of the same recipe and seed from the fold models that
-   `python benchmarks/crossval.py --preset P` left there (it refuses to ship without all five);
+   `python benchmarks/crossval.py --preset P` left there (it refuses to ship without all five, and refuses fold
+   or final models that today's recipe, seed and precision did not make, or made on other features);
 3. writes the model with that cross-validation, the date and the commands into its metadata, without the
    optimizer state, to esccli/assets/esc-default.pt (atomically).
 """
@@ -23,8 +24,8 @@ from common import BENCH_HOME, esc, prepare, resumable  # noqa: E402
 from esccli import checkpoint  # noqa: E402
 from esccli.metrics import mean_std  # noqa: E402
 from esccli.recipes import get_recipe  # noqa: E402
-from esccli.train import pick_device, resolve_precision  # noqa: E402
 from esccli.store import BUILTIN_PATH  # noqa: E402
+from esccli.train import pick_device, resolve_precision  # noqa: E402
 
 
 def main() -> None:
