@@ -12,11 +12,7 @@ import argparse
 
 import numpy as np
 import torch
-from common import prepare
-
-from esccli import checkpoint
-from esccli.featurize import load_or_build
-from esccli.paths import layout
+from common import clips, fold_model
 
 
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -46,14 +42,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     before, after = [], []
     for p in args.models:
-        lm = checkpoint.load(p)
-        fold = lm.meta["train"]["fold"]
-        if fold is None:
-            raise SystemExit(f"{p} was trained on every fold: there is nothing held out to score")
-        fs = load_or_build(layout(prepare()), lm.params)
-        x = torch.from_numpy(fs.features.astype(np.float32)).unsqueeze(1)
-        y = torch.from_numpy(fs.targets)
-        held = torch.from_numpy(fs.folds == fold)
+        lm, fold = fold_model(p)
+        x, y, folds = clips(lm)
+        held = folds == fold
         before.append(accuracy(lm.model, x[held], y[held]))
         recalibrate(lm.model, x[~held])
         after.append(accuracy(lm.model, x[held], y[held]))

@@ -43,9 +43,20 @@ def median(xs):
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
-def held_out(lm, fold: int, home: Path = BENCH_HOME):
-    """The clips of `fold` as a loaded model `lm` sees them: (features [n, 1, n_mels, frames] float32, targets [n]),
-    from the shared copy installed in `home` (features built with the model's own parameters, cached)."""
+def fold_model(path):
+    """The stored model at `path` and the fold it held out (exits when it was trained on every fold)."""
+    from esccli import checkpoint
+
+    lm = checkpoint.load(path)
+    fold = lm.meta["train"]["fold"]
+    if fold is None:
+        sys.exit(f"{path} was trained on every fold: there is nothing held out to score")
+    return lm, fold
+
+
+def clips(lm, home: Path = BENCH_HOME):
+    """Every clip of the shared copy installed in `home` as a loaded model `lm` sees them: (features
+    [n, 1, n_mels, frames] float32, targets [n], folds [n]), built with the model's own parameters (cached)."""
     import numpy as np
     import torch
 
@@ -53,5 +64,11 @@ def held_out(lm, fold: int, home: Path = BENCH_HOME):
     from esccli.paths import layout
 
     fs = load_or_build(layout(prepare(home)), lm.params)
-    held = fs.folds == fold
-    return torch.from_numpy(fs.features[held].astype(np.float32)).unsqueeze(1), torch.from_numpy(fs.targets[held])
+    return (torch.from_numpy(fs.features.astype(np.float32)).unsqueeze(1), torch.from_numpy(fs.targets),
+            torch.from_numpy(fs.folds))
+
+
+def held_out(lm, fold: int, home: Path = BENCH_HOME):
+    """The clips of `fold` as a loaded model `lm` sees them: (features [n, 1, n_mels, frames] float32, targets [n])."""
+    x, y, folds = clips(lm, home)
+    return x[folds == fold], y[folds == fold]

@@ -11,9 +11,7 @@ import argparse
 import itertools
 
 import torch
-from common import held_out
-
-from esccli import checkpoint
+from common import fold_model, held_out
 
 
 def main() -> None:
@@ -24,10 +22,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     probs, folds = [], set()
     for p in args.models:
-        lm = checkpoint.load(p)
-        fold = lm.meta["train"]["fold"]
-        if fold is None:
-            raise SystemExit(f"{p} was trained on every fold: there is nothing held out to score")
+        lm, fold = fold_model(p)
         folds.add(fold)
         if len(folds) > 1:
             raise SystemExit(f"the models hold out different folds ({sorted(folds)}): nothing to average")
