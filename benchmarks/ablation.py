@@ -64,7 +64,9 @@ def main() -> None:
     result = train(fs, recipe, out, fold=args.fold, seed=args.seed, on_epoch=on_epoch)
     wall = time.perf_counter() - t
     acc = result.meta["train"]["metrics"]["val_acc"]  # an ensemble's, not its last member's
+    last_step = result.meta["train"]["metrics"].get("last_step_val_acc")  # with ema_decay: without the average
     print(json.dumps({"name": name, "fold": args.fold, "val_acc": acc, "minutes": round(wall / 60, 2),
+                      **({"last_step_val_acc": last_step} if last_step is not None else {}),
                       "parameters": result.meta["train"]["parameters"], "overrides": overrides, "features": feature_overrides}), flush=True)
 
 

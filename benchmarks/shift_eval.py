@@ -2,8 +2,10 @@
 
     python benchmarks/shift_eval.py                     # the default's fold models, bench-default-fold1..5
     python benchmarks/shift_eval.py --name bench-fast   # the fast preset's
+    python benchmarks/shift_eval.py /tmp/esc-bench/ablation/ema-f{1,2,3,4,5}.pt  # any fold models
 
-Feeds each fold model (BENCH_HOME/models/NAME-foldK.pt, as `python benchmarks/crossval.py` leaves them) its
+Feeds each fold model (BENCH_HOME/models/NAME-foldK.pt, as `python benchmarks/crossval.py` leaves them, or the
+files given) its
 held-out fold of the shared 16 kHz ESC-50 copy, also moved up and down the mel axis by whole bins (the bins left
 empty set to the clip's floor, as augment.freq_shift does in training), and prints the accuracy of the mean
 probability over each set of shifts, per fold and over the five.
@@ -13,9 +15,7 @@ import argparse
 
 import numpy as np
 import torch
-from common import BENCH_HOME, held_out
-
-from esccli import checkpoint
+from common import BENCH_HOME, fold_model, held_out
 
 SHIFT_SETS = {"none": [0], "±1": [-1, 0, 1], "±2": [-2, -1, 0, 1, 2], "±3": list(range(-3, 4)), "-2, 0, 2": [-2, 0, 2]}
 
@@ -35,15 +35,14 @@ def shifted(x: torch.Tensor, bins: int) -> torch.Tensor:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("models", nargs="*", help="fold model files [default: BENCH_HOME/models/NAME-fold1..5.pt]")
     ap.add_argument("--name", default="bench-default")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     accs = {name: [] for name in SHIFT_SETS}
-    for k in range(1, 6):
-        lm = checkpoint.load(BENCH_HOME / "models" / f"{args.name}-fold{k}.pt")
-        if lm.meta["train"]["fold"] != k:
-            raise SystemExit(f"{args.name}-fold{k} does not hold out fold {k}")
+    for path in args.models or [BENCH_HOME / "models" / f"{args.name}-fold{k}.pt" for k in range(1, 6)]:
+        lm, k = fold_model(path)
         x, y = held_out(lm, k)
         with torch.no_grad():
             probs = {b: lm.model(shifted(x, b)).softmax(-1) for b in range(-3, 4)}

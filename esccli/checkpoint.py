@@ -9,7 +9,7 @@ reads it and a crafted pickle cannot run code:
     classes:  the class names, in output order
     train:    recipe, held-out fold (None when trained on everything), seed, history, metrics, date, command
     state_dict, state_sha256 (a checksum of the weights, checked on load)
-    optimizer (resume files only)
+    optimizer, and ema (the moving average of the weights, when the recipe keeps one): resume files only
 """
 
 import hashlib
@@ -69,7 +69,7 @@ def _byte_dtype():
     return torch.uint8
 
 
-def save(path: Path, meta: dict, state_dict, optimizer_state=None) -> None:
+def save(path: Path, meta: dict, state_dict, optimizer_state=None, ema_state=None) -> None:
     """Write a model (or resume) file atomically: a crash or a full disk leaves the previous file intact."""
     import torch
 
@@ -78,6 +78,8 @@ def save(path: Path, meta: dict, state_dict, optimizer_state=None) -> None:
                 state_dict=state_dict, state_sha256=state_checksum(state_dict, meta.get("mel_basis")))
     if optimizer_state is not None:
         blob["optimizer"] = optimizer_state
+    if ema_state is not None:
+        blob["ema"] = ema_state
     buf = io.BytesIO()
     torch.save(blob, buf)
     with atomic_write(Path(path)) as f:
@@ -131,7 +133,7 @@ def load(path: Path, device: str = "cpu") -> LoadedModel:
     except (TypeError, ValueError, RuntimeError, KeyError) as e:
         raise ModelError(f"{path}: the model description does not match its weights ({str(e).splitlines()[0][:160]})") from None
     model.to(device).eval()
-    meta = {k: v for k, v in blob.items() if k not in ("state_dict", "optimizer", "mel_basis")}
+    meta = {k: v for k, v in blob.items() if k not in ("state_dict", "optimizer", "ema", "mel_basis")}
     return LoadedModel(model, meta, Path(path))
 
 
@@ -145,4 +147,4 @@ def read_meta(path: Path) -> dict:
         raise ModelError(f"{path}: not a readable model file ({type(e).__name__})") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ModelError(f"{path}: not an esc model file")
-    return {k: v for k, v in blob.items() if k not in ("state_dict", "optimizer", "mel_basis")}
+    return {k: v for k, v in blob.items() if k not in ("state_dict", "optimizer", "ema", "mel_basis")}

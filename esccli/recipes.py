@@ -30,6 +30,9 @@ class Recipe:
     freq_shift: int = 0  # move each clip up/down the mel axis by up to this many bins (0: off)
     eq_db: float = 0.0  # a random filter on each crop (gains up to +-eq_db dB across the mel axis), then the crop
     # rescaled to peak at 0 dB like a whole clip (0: neither)
+    # score and save an exponential moving average of the weights, updated after every step with this decay
+    # (0: off; the weights of the last step)
+    ema_decay: float = 0.0
     time_roll: bool = False  # rotate each clip in time by a random amount (after the crop)
     freq_masks: int = 2
     freq_mask_width: int = 8
@@ -88,6 +91,8 @@ class Recipe:
         out += [f"{k} must be one of {', '.join(known)}, not {getattr(self, k)!r}"
                 for k, known in (("schedule", ("onecycle", "step")), ("optimizer", ("adamw", "adam", "sgd")))
                 if getattr(self, k) not in known]
+        if not 0.0 <= self.ema_decay < 1.0:
+            out.append(f"ema_decay must be at least 0 and below 1, not {self.ema_decay}")
         if self.stretch > 1.0 and not self.crop_frames:
             out.append("stretch needs crops (crop_frames > 0): it is applied while cropping")
         if self.mixup_power and self.mixup_alpha <= 0:
@@ -120,7 +125,7 @@ def _as_made(recipe: dict) -> dict:
 # field existed (the training code draws no extra random numbers at these values, so such models are reproduced
 # bit for bit by a recipe that states them).
 LATER_FIELDS = {"stretch": 1.0, "freq_shift": 0, "members": 1, "member_variants": [{}], "val_every": 1,
-                "mixup_power": False, "eq_db": 0.0}
+                "mixup_power": False, "eq_db": 0.0, "ema_decay": 0.0}
 
 NOT_IN_VARIANTS = {"arch", "arch_args", "features", "members", "member_variants", "val_every"}
 PITCH_TEMPO = {"freq_shift": 4, "stretch": 1.25}  # the second member's augmentation (docs/ablation.md, round 3)

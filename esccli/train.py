@@ -143,6 +143,16 @@ def autocast(device: str, precision: str):
     return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
 
 
+def make_ema(model: torch.nn.Module, decay: float):
+    """A moving average of `model`'s weights and BatchNorm statistics (torch's AveragedModel; None when decay is
+    0): `.update_parameters(model)` after each step, `.module` is the averaged network."""
+    if not decay:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def check_recipe(recipe: Recipe, params: FeatureParams | None = None) -> None:
     """Refuse, in one line, a recipe that cannot train or has a setting that would do nothing (and, given the
     features it will train on, augmentations that read them as dB when they are not)."""
@@ -237,6 +247,8 @@ def train(
     if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(recipe, model)
+    ema = make_ema(model, recipe.ema_decay)
+    scored = ema.module if ema else model  # the network that is scored and saved
     meta = {
         "name": name or path.stem,
         "model": config.to_dict(),
@@ -259,6 +271,10 @@ def train(
                              "run again without --resume to start over")
         model.load_state_dict(blob["state_dict"])
         optimizer.load_state_dict(blob["optimizer"])
+        if ema:
+            if "ema" not in blob:
+                raise ModelError(f"{resume_path} lacks the moving average of its weights", "run again without --resume")
+            ema.load_state_dict(blob["ema"])
         history = list(blob["train"]["history"])
         start = len(history)
         best_acc = max((h["val_acc"] or 0.0 for h in history), default=-1.0)
@@ -294,23 +310,31 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if ema:
+                    ema.update_parameters(model)
                 loss_sum += loss.item()
                 if on_step:
                     on_step(step + 1, steps)
-            val_loss = val_acc = None
+            val_loss = val_acc = last_step_acc = None
             if len(val_idx) and (save_best or (epoch + 1) % recipe.val_every == 0 or epoch + 1 == recipe.epochs):
-                logits = predict_logits(model, x_val, device, recipe.channels_last)
+                logits = predict_logits(scored, x_val, device, recipe.channels_last)
                 val_loss = float(F.cross_entropy(logits, y_val))
                 val_acc = float((logits.argmax(1) == y_val).float().mean())
+                if ema and epoch + 1 == recipe.epochs:  # what the average gained over the last step's weights
+                    last_step_acc = float((predict_logits(model, x_val, device, recipe.channels_last).argmax(1)
+                                           == y_val).float().mean())
             stats = EpochStats(epoch + 1, recipe.epochs, loss_sum / steps, val_loss, val_acc, lr,
                                time.perf_counter() - t0, data_time)
             history.append({k: v for k, v in stats.__dict__.items() if k not in ("epochs", "member")})
+            if last_step_acc is not None:
+                history[-1]["last_step_val_acc"] = last_step_acc
             meta["train"]["history"] = history
-            checkpoint.save(resume_path, meta, model.state_dict(), optimizer.state_dict())
+            checkpoint.save(resume_path, meta, model.state_dict(), optimizer.state_dict(),
+                            ema.state_dict() if ema else None)
             if save_best and val_acc is not None and val_acc > best_acc:
                 best_acc = val_acc
                 best = _final_meta(meta, history, selected_on_fold=True)
-                checkpoint.save(best_path, best, model.state_dict())
+                checkpoint.save(best_path, best, scored.state_dict())
             if on_epoch:
                 on_epoch(stats)
     except KeyboardInterrupt:
@@ -320,7 +344,7 @@ def train(
             "run the same command with --resume to continue") from None
 
     meta = _final_meta(meta, history)
-    checkpoint.save(path, meta, model.state_dict())
+    checkpoint.save(path, meta, scored.state_dict())
     resume_path.unlink(missing_ok=True)
     return TrainResult(path, meta, history, resumed_from=start)
 
@@ -338,6 +362,8 @@ def _final_meta(meta: dict, history: list[dict], selected_on_fold: bool = False)
     else:
         meta["train"]["metrics"] = {"val_acc": last.get("val_acc"), "val_loss": last.get("val_loss"),
                                     "epoch": last.get("epoch")}
+        if last.get("last_step_val_acc") is not None:  # with a moving average of the weights, the last step's own
+            meta["train"]["metrics"]["last_step_val_acc"] = last["last_step_val_acc"]
     return meta
 
 

@@ -76,6 +76,27 @@ def test_same_seed_same_model_and_resume_equals_uninterrupted(tmp_path, synth_fe
     assert not states_equal(checkpoint.read(a.path)["state_dict"], checkpoint.read(d.path)["state_dict"])
 
 
+def test_a_moving_average_of_the_weights_is_scored_saved_and_resumed(tmp_path, synth_features):
+    plain = train(synth_features, tiny_recipe(epochs=3), tmp_path / "plain.pt", fold=5)
+    recipe = tiny_recipe(epochs=3, ema_decay=0.9)
+    avg = train(synth_features, recipe, tmp_path / "avg.pt", fold=5)
+    # the training itself is the same: the average is a bystander, and the last step's weights are plain's
+    assert avg.meta["train"]["metrics"]["last_step_val_acc"] == plain.meta["train"]["metrics"]["val_acc"]
+    saved = checkpoint.read(avg.path)["state_dict"]
+    plain_state = checkpoint.read(plain.path)["state_dict"]
+    assert saved.keys() == plain_state.keys() and not states_equal(saved, plain_state)
+    lm = checkpoint.load(avg.path)  # what is saved is what was scored
+    assert evaluate(lm, synth_features, fold=5).accuracy == pytest.approx(avg.meta["train"]["metrics"]["val_acc"])
+    # an interrupted run keeps its average in the resume file and ends with the same one
+    with pytest.raises(TrainingInterrupted):
+        train(synth_features, recipe, tmp_path / "r.pt", fold=5,
+              on_epoch=lambda s: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert "ema" in checkpoint.read(tmp_path / "r.resume.pt")
+    resumed = train(synth_features, recipe, tmp_path / "r.pt", fold=5, resume=True)
+    assert resumed.resumed_from == 1 and states_equal(saved, checkpoint.read(resumed.path)["state_dict"])
+    assert "last_step_val_acc" not in plain.meta["train"]["metrics"]
+
+
 def test_validating_every_n_epochs_changes_only_which_epochs_are_scored(tmp_path, synth_features):
     every = train(synth_features, tiny_recipe(epochs=5, val_every=1), tmp_path / "every.pt", fold=5)
     sparse_recipe = tiny_recipe(epochs=5, val_every=2)
@@ -373,6 +394,7 @@ def test_a_recipe_with_a_setting_that_would_do_nothing_is_refused_before_trainin
                       (dict(schedule="cosine"), "schedule must be one of onecycle, step"),
                       (dict(members=2, member_variants=[{}, "pitch"]), "member 2: a variant is a dict"),
                       (dict(eq_db=-3), "eq_db must be at least 0.0"),
+                      (dict(ema_decay=1.0), "ema_decay must be at least 0 and below 1"),
                       (dict(mixup_power=True, mixup_alpha=0.0), "mixup_power needs mixup")):
         with pytest.raises(EscError, match=says):
             train(synth_features, tiny_recipe(**bad), tmp_path / "m.pt", fold=5)
