@@ -6,8 +6,8 @@
 
 Feeds each fold model (BENCH_HOME/models/NAME-foldK.pt, as `python benchmarks/crossval.py` leaves them, or the
 files given) its
-held-out fold of the shared 16 kHz ESC-50 copy, also moved up and down the mel axis by whole bins (the bins left
-empty set to the clip's floor, as augment.freq_shift does in training), and prints the accuracy of the mean
+held-out fold of the shared 16 kHz ESC-50 copy, also moved up and down the mel axis by whole bins
+(augment.shift_mel: the bins left empty set to the clip's floor, as in training), and prints the accuracy of the mean
 probability over each set of shifts, per fold and over the five.
 """
 
@@ -17,20 +17,9 @@ import numpy as np
 import torch
 from common import BENCH_HOME, fold_model, held_out
 
+from esccli.augment import shift_mel
+
 SHIFT_SETS = {"none": [0], "±1": [-1, 0, 1], "±2": [-2, -1, 0, 1, 2], "±3": list(range(-3, 4)), "-2, 0, 2": [-2, 0, 2]}
-
-
-def shifted(x: torch.Tensor, bins: int) -> torch.Tensor:
-    """Every clip moved up (bins > 0) or down the mel axis by `bins`, the emptied bins at the clip's floor."""
-    if bins == 0:
-        return x
-    out = torch.roll(x, bins, dims=2)
-    floor = x.amin(dim=(1, 2, 3), keepdim=True).expand(-1, -1, abs(bins), x.shape[3])
-    if bins > 0:
-        out[:, :, :bins] = floor
-    else:
-        out[:, :, bins:] = floor
-    return out
 
 
 def main() -> None:
@@ -44,8 +33,9 @@ def main() -> None:
     for path in args.models or [BENCH_HOME / "models" / f"{args.name}-fold{k}.pt" for k in range(1, 6)]:
         lm, k = fold_model(path)
         x, y = held_out(lm, k)
+        net = getattr(lm.model, "net", lm.model)  # the network alone, also for a model that averages over shifts
         with torch.no_grad():
-            probs = {b: lm.model(shifted(x, b)).softmax(-1) for b in range(-3, 4)}
+            probs = {b: net(shift_mel(x, torch.full((len(x),), b))).softmax(-1) for b in range(-3, 4)}
         for name, bins in SHIFT_SETS.items():
             accs[name].append(float((sum(probs[b] for b in bins).argmax(1) == y).float().mean()))
     for name, a in accs.items():

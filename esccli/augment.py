@@ -44,17 +44,22 @@ def _frames(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, 3, idx[:, None, None, :].expand(-1, x.shape[1], x.shape[2], -1))
 
 
+def shift_mel(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """Move clip i up (shifts[i] > 0) or down the mel axis by shifts[i] whole bins; the bins left empty are set to
+    the clip's floor. x: [batch, channels, n_mels, frames]; shifts: [batch] integers."""
+    n_mels = x.shape[2]
+    src = torch.arange(n_mels, device=x.device)[None, :] - shifts.to(x.device).view(-1, 1)  # output bin i <- i - shift
+    moved = torch.gather(x, 2, src.clamp(0, n_mels - 1)[:, None, :, None].expand(-1, x.shape[1], -1, x.shape[3]))
+    inside = ((src >= 0) & (src < n_mels))[:, None, :, None]
+    return torch.where(inside, moved, x.amin(dim=(1, 2, 3), keepdim=True))
+
+
 def freq_shift(x: torch.Tensor, max_bins: int, g: torch.Generator) -> torch.Tensor:
     """Move each clip up or down the mel axis by a random whole number of bins in [-max_bins, max_bins] (a pitch
     shift, roughly: mel bins are nearly logarithmic above 1 kHz); the bins left empty are set to the clip's floor."""
     if max_bins <= 0:
         return x
-    n_mels = x.shape[2]
-    shifts = torch.randint(-max_bins, max_bins + 1, (x.shape[0], 1), generator=g)
-    src = torch.arange(n_mels)[None, :] - shifts  # output bin i comes from input bin i - shift
-    moved = torch.gather(x, 2, src.clamp(0, n_mels - 1)[:, None, :, None].expand(-1, x.shape[1], -1, x.shape[3]))
-    inside = ((src >= 0) & (src < n_mels))[:, None, :, None]
-    return torch.where(inside, moved, x.amin(dim=(1, 2, 3), keepdim=True))
+    return shift_mel(x, torch.randint(-max_bins, max_bins + 1, (x.shape[0],), generator=g))
 
 
 def random_eq(x: torch.Tensor, max_db: float, db_range: float, g: torch.Generator, points: int = 4) -> torch.Tensor:

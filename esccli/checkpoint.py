@@ -120,7 +120,7 @@ def read(path: Path) -> dict:
 
 def load(path: Path, device: str = "cpu") -> LoadedModel:
     """A ready-to-use model (eval mode) and its metadata."""
-    from esccli.models import ModelConfig, build_model
+    from esccli.models import ModelConfig, build_model, with_test_shifts
 
     blob = read(path)
     try:
@@ -132,6 +132,7 @@ def load(path: Path, device: str = "cpu") -> LoadedModel:
             use_mel_basis(params, blob["mel_basis"].numpy())
     except (TypeError, ValueError, RuntimeError, KeyError) as e:
         raise ModelError(f"{path}: the model description does not match its weights ({str(e).splitlines()[0][:160]})") from None
+    model = with_test_shifts(model, blob["train"].get("recipe", {}).get("test_shifts", [0]))  # as it was scored
     model.to(device).eval()
     meta = {k: v for k, v in blob.items() if k not in ("state_dict", "optimizer", "ema", "mel_basis")}
     return LoadedModel(model, meta, Path(path))

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from esccli import checkpoint
 from esccli.errors import EscError, ModelError
-from esccli.models import ModelConfig, build_model, count_parameters, ensemble_config
+from esccli.models import ModelConfig, build_model, count_parameters, ensemble_config, with_test_shifts
 from esccli.recipes import Recipe
 from esccli.workers import run_side_by_side
 
@@ -143,7 +143,7 @@ def combine(fs, recipe: Recipe, member_paths: list[Path], out: Path, fold: int |
     if len(val_idx):
         x_val = torch.from_numpy(fs.features[val_idx]).unsqueeze(1)
         y_val = torch.from_numpy(fs.targets[val_idx])
-        logits = predict_logits(model, x_val, device, recipe.channels_last)
+        logits = predict_logits(with_test_shifts(model, recipe.test_shifts), x_val, device, recipe.channels_last)
         metrics.update(val_acc=float((logits.argmax(1) == y_val).float().mean()),
                        val_loss=float(F.nll_loss(logits, y_val)))
     members = [{"seed": recipe.member_seed(seed, k), "variant": recipe.member_variant(k),

@@ -11,12 +11,16 @@
   measured; none beat the defaults.
 - `ensemble`: several networks of one architecture, trained apart (on differently augmented data or with other
   seeds: esccli/ensemble.py); its output is the log of their mean probability, so softmax gives their average.
+- `ShiftAverage`: any of them scored on copies of the input moved up and down the mel axis, averaged the same
+  way (a recipe's `test_shifts`; not an architecture: it holds no weights).
 """
 
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
+
+from esccli.augment import shift_mel
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,26 @@ class Ensemble(nn.Module):
     def forward(self, x):
         probs = torch.stack([m(x).float().softmax(-1) for m in self.members]).mean(0)
         return probs.clamp_min(1e-12).log()
+
+
+class ShiftAverage(nn.Module):
+    """A network scored on copies of its input moved up and down the mel axis by `shifts` bins (0: as is), averaged:
+    x -> log of the mean probability over the copies. It has no weights of its own."""
+
+    def __init__(self, net: nn.Module, shifts):
+        super().__init__()
+        self.net = net
+        self.shifts = [int(b) for b in shifts]
+
+    def forward(self, x):
+        probs = torch.stack([self.net(shift_mel(x, torch.full((x.shape[0],), b))).float().softmax(-1)
+                             for b in self.shifts]).mean(0)
+        return probs.clamp_min(1e-12).log()
+
+
+def with_test_shifts(net: nn.Module, shifts) -> nn.Module:
+    """`net` scored as a recipe's `test_shifts` say: itself for [0], else its ShiftAverage."""
+    return net if list(shifts) == [0] else ShiftAverage(net, shifts)
 
 
 ARCHITECTURES = {"seed": SeedCNN, "escnet": EscNet, "ensemble": Ensemble}

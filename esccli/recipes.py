@@ -33,6 +33,9 @@ class Recipe:
     # score and save an exponential moving average of the weights, updated after every step with this decay
     # (0: off; the weights of the last step)
     ema_decay: float = 0.0
+    # score (and predict) as the mean probability over copies of each clip moved by these many mel bins ([0]: the
+    # clip as is); changes no weights, only how the trained network is used (models.ShiftAverage)
+    test_shifts: list = field(default_factory=lambda: [0])
     time_roll: bool = False  # rotate each clip in time by a random amount (after the crop)
     freq_masks: int = 2
     freq_mask_width: int = 8
@@ -91,6 +94,8 @@ class Recipe:
         out += [f"{k} must be one of {', '.join(known)}, not {getattr(self, k)!r}"
                 for k, known in (("schedule", ("onecycle", "step")), ("optimizer", ("adamw", "adam", "sgd")))
                 if getattr(self, k) not in known]
+        if not (self.test_shifts and all(type(b) is int for b in self.test_shifts)):
+            out.append(f"test_shifts must be a non-empty list of whole numbers of mel bins, not {self.test_shifts!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             out.append(f"ema_decay must be at least 0 and below 1, not {self.ema_decay}")
         if self.stretch > 1.0 and not self.crop_frames:
@@ -115,9 +120,9 @@ class Recipe:
 
 
 def _as_made(recipe: dict) -> dict:
-    """A recipe dict with what does not change the trained weights left out: how often it was validated, and a
-    single network's member_variants (which it does not use)."""
-    recipe = {**recipe, "val_every": 1}
+    """A recipe dict with what does not change the trained weights left out: how often it was validated, the test
+    shifts, and a single network's member_variants (which it does not use)."""
+    recipe = {**recipe, "val_every": 1, "test_shifts": [0]}
     return {**recipe, "member_variants": [{}]} if recipe.get("members") == 1 else recipe
 
 
@@ -125,9 +130,9 @@ def _as_made(recipe: dict) -> dict:
 # field existed (the training code draws no extra random numbers at these values, so such models are reproduced
 # bit for bit by a recipe that states them).
 LATER_FIELDS = {"stretch": 1.0, "freq_shift": 0, "members": 1, "member_variants": [{}], "val_every": 1,
-                "mixup_power": False, "eq_db": 0.0, "ema_decay": 0.0}
+                "mixup_power": False, "eq_db": 0.0, "ema_decay": 0.0, "test_shifts": [0]}
 
-NOT_IN_VARIANTS = {"arch", "arch_args", "features", "members", "member_variants", "val_every"}
+NOT_IN_VARIANTS = {"arch", "arch_args", "features", "members", "member_variants", "val_every", "test_shifts"}
 PITCH_TEMPO = {"freq_shift": 4, "stretch": 1.25}  # the second member's augmentation (docs/ablation.md, round 3)
 EQ_DB = 6.0  # random filters of up to +-6 dB across the mel axis: +4.10 points for the fast preset (round 5)
 

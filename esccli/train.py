@@ -23,7 +23,7 @@ from esccli.classes import CLASS_NAMES
 from esccli.errors import EscError, ModelError
 from esccli.features import FeatureParams, params_basis
 from esccli.featurize import FeatureSet
-from esccli.models import ModelConfig, build_model, count_parameters
+from esccli.models import ModelConfig, build_model, count_parameters, with_test_shifts
 from esccli.recipes import Recipe
 
 EVAL_BATCH = 64
@@ -248,7 +248,8 @@ def train(
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(recipe, model)
     ema = make_ema(model, recipe.ema_decay)
-    scored = ema.module if ema else model  # the network that is scored and saved
+    saved = ema.module if ema else model  # the network that is saved
+    scored = with_test_shifts(saved, recipe.test_shifts)  # and scored as it will predict
     meta = {
         "name": name or path.stem,
         "model": config.to_dict(),
@@ -334,7 +335,7 @@ def train(
             if save_best and val_acc is not None and val_acc > best_acc:
                 best_acc = val_acc
                 best = _final_meta(meta, history, selected_on_fold=True)
-                checkpoint.save(best_path, best, scored.state_dict())
+                checkpoint.save(best_path, best, saved.state_dict())
             if on_epoch:
                 on_epoch(stats)
     except KeyboardInterrupt:
@@ -344,7 +345,7 @@ def train(
             "run the same command with --resume to continue") from None
 
     meta = _final_meta(meta, history)
-    checkpoint.save(path, meta, scored.state_dict())
+    checkpoint.save(path, meta, saved.state_dict())
     resume_path.unlink(missing_ok=True)
     return TrainResult(path, meta, history, resumed_from=start)
 

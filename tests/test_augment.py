@@ -109,6 +109,9 @@ def test_freq_shift_moves_clips_along_the_mel_axis_and_fills_with_the_floor():
         drawn += matches
     assert min(drawn) < 0 < max(drawn)  # down and up
     assert torch.equal(augment.freq_shift(x, 0, torch.Generator()), x)
+    # the same move for every clip, as test-time shifts ask for it
+    for s in (-2, 0, 3):
+        assert torch.equal(augment.shift_mel(x, torch.full((32,), s))[:, 0], shifted(s)[:, None].expand(32, 16, 5))
 
 
 def test_roll_keeps_every_frame():

@@ -97,6 +97,26 @@ def test_a_moving_average_of_the_weights_is_scored_saved_and_resumed(tmp_path, s
     assert "last_step_val_acc" not in plain.meta["train"]["metrics"]
 
 
+def test_test_shifts_change_how_a_model_is_scored_and_predicts_not_its_weights(tmp_path, synth_features):
+    from esccli.augment import shift_mel
+    from esccli.models import ShiftAverage
+
+    plain = train(synth_features, tiny_recipe(epochs=2), tmp_path / "plain.pt", fold=5)
+    shifts = [-1, 0, 2]
+    shifted = train(synth_features, tiny_recipe(epochs=2, test_shifts=shifts), tmp_path / "shifted.pt", fold=5)
+    assert states_equal(checkpoint.read(plain.path)["state_dict"], checkpoint.read(shifted.path)["state_dict"])
+    lm = checkpoint.load(shifted.path)
+    assert isinstance(lm.model, ShiftAverage) and not isinstance(checkpoint.load(plain.path).model, ShiftAverage)
+    x = torch.from_numpy(synth_features.features[:6]).float().unsqueeze(1)
+    with torch.no_grad():
+        mean = torch.stack([lm.model.net(shift_mel(x, torch.full((6,), b))).softmax(-1) for b in shifts]).mean(0)
+        assert torch.allclose(lm.model(x).softmax(-1), mean, atol=1e-6)
+    rep = evaluate(lm, synth_features, fold=5)  # evaluation predicts as the training scored
+    assert rep.accuracy == pytest.approx(shifted.meta["train"]["metrics"]["val_acc"])
+    # the same weights: a recipe that differs only in its test shifts made them
+    assert tiny_recipe(epochs=2).made(shifted.meta["train"], 5, 0, shifted.meta["train"]["precision"])
+
+
 def test_validating_every_n_epochs_changes_only_which_epochs_are_scored(tmp_path, synth_features):
     every = train(synth_features, tiny_recipe(epochs=5, val_every=1), tmp_path / "every.pt", fold=5)
     sparse_recipe = tiny_recipe(epochs=5, val_every=2)
@@ -395,6 +415,8 @@ def test_a_recipe_with_a_setting_that_would_do_nothing_is_refused_before_trainin
                       (dict(members=2, member_variants=[{}, "pitch"]), "member 2: a variant is a dict"),
                       (dict(eq_db=-3), "eq_db must be at least 0.0"),
                       (dict(ema_decay=1.0), "ema_decay must be at least 0 and below 1"),
+                      (dict(test_shifts=[]), "test_shifts must be a non-empty list"),
+                      (dict(test_shifts=[0.5]), "test_shifts must be a non-empty list of whole numbers"),
                       (dict(mixup_power=True, mixup_alpha=0.0), "mixup_power needs mixup")):
         with pytest.raises(EscError, match=says):
             train(synth_features, tiny_recipe(**bad), tmp_path / "m.pt", fold=5)
