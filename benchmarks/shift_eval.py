@@ -2,13 +2,13 @@
 
     python benchmarks/shift_eval.py                     # the default's fold models, bench-default-fold1..5
     python benchmarks/shift_eval.py --name bench-fast   # the fast preset's
-    python benchmarks/shift_eval.py /tmp/esc-bench/ablation/ema-f{1,2,3,4,5}.pt  # any fold models
+    python benchmarks/shift_eval.py /tmp/esc-bench/ablation/run-f{1,2,3,4,5}.pt  # any fold models
 
 Feeds each fold model (BENCH_HOME/models/NAME-foldK.pt, as `python benchmarks/crossval.py` leaves them, or the
-files given) its
-held-out fold of the shared 16 kHz ESC-50 copy, also moved up and down the mel axis by whole bins
-(augment.shift_mel: the bins left empty set to the clip's floor, as in training), and prints the accuracy of the mean
-probability over each set of shifts, per fold and over the five.
+files given) its held-out fold of the shared 16 kHz ESC-50 copy, also moved up and down the mel axis by whole
+bins (augment.shift_mel: the bins left empty set to the clip's floor, as in training), and prints the accuracy of
+the mean probability over each set of shifts, per fold and over the five. A model whose recipe has test_shifts is
+scored by its network alone, as if it had none.
 """
 
 import argparse
