@@ -113,8 +113,10 @@ def test_test_shifts_change_how_a_model_is_scored_and_predicts_not_its_weights(t
         assert torch.allclose(lm.model(x).softmax(-1), mean, atol=1e-6)
     rep = evaluate(lm, synth_features, fold=5)  # evaluation predicts as the training scored
     assert rep.accuracy == pytest.approx(shifted.meta["train"]["metrics"]["val_acc"])
-    # the same weights: a recipe that differs only in its test shifts made them
-    assert tiny_recipe(epochs=2).made(shifted.meta["train"], 5, 0, shifted.meta["train"]["precision"])
+    # the same weights, but scored otherwise: a stored score counts only for a recipe with the same shifts
+    precision = shifted.meta["train"]["precision"]
+    assert tiny_recipe(epochs=2, test_shifts=shifts).made(shifted.meta["train"], 5, 0, precision)
+    assert not tiny_recipe(epochs=2).made(shifted.meta["train"], 5, 0, precision)
 
 
 def test_validating_every_n_epochs_changes_only_which_epochs_are_scored(tmp_path, synth_features):
