@@ -322,8 +322,9 @@ def train(
                 val_loss = float(F.cross_entropy(logits, y_val))
                 val_acc = float((logits.argmax(1) == y_val).float().mean())
                 if ema and epoch + 1 == recipe.epochs:  # what the average gained over the last step's weights
-                    last_step_acc = float((predict_logits(model, x_val, device, recipe.channels_last).argmax(1)
-                                           == y_val).float().mean())
+                    last_step = predict_logits(with_test_shifts(model, recipe.test_shifts), x_val, device,
+                                               recipe.channels_last)
+                    last_step_acc = float((last_step.argmax(1) == y_val).float().mean())
             stats = EpochStats(epoch + 1, recipe.epochs, loss_sum / steps, val_loss, val_acc, lr,
                                time.perf_counter() - t0, data_time)
             history.append({k: v for k, v in stats.__dict__.items() if k not in ("epochs", "member")})

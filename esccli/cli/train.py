@@ -33,7 +33,7 @@ def train(
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs [default: the recipe's]."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Batch size [default: the recipe's]."),
     lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Peak learning rate [default: the recipe's]."),
-    val_every: Optional[int] = typer.Option(None, "--val-every", min=1, help="Score the held-out fold every N epochs and after the last (every epoch with --save-best); training is the same for any N [default: the recipe's: 10, 1 for seed]."),
+    val_every: Optional[int] = typer.Option(None, "--val-every", min=1, help="Score the held-out fold every N epochs and after the last (every epoch with --save-best); training is the same for any N [default: the recipe's: 10 for default, 30 for fast, 1 for seed]."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same model on the same machine."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 where the hardware computes it natively, else fp32), fp32 or bf16."),
