@@ -101,6 +101,12 @@ class EscNet(nn.Module):
         return self.fc(self.dropout(x))
 
 
+def log_mean_probability(outputs: list[torch.Tensor]) -> torch.Tensor:
+    """The log of the mean of the outputs' softmax probabilities (logits or log-probabilities alike)."""
+    probs = torch.stack([o.float().softmax(-1) for o in outputs]).mean(0)
+    return probs.clamp_min(1e-12).log()
+
+
 class Ensemble(nn.Module):
     """`members` networks of the architecture `member`; x -> log of the members' mean probability [batch, n_classes]."""
 
@@ -115,8 +121,7 @@ class Ensemble(nn.Module):
                                                            **(member_args or {})) for _ in range(members))
 
     def forward(self, x):
-        probs = torch.stack([m(x).float().softmax(-1) for m in self.members]).mean(0)
-        return probs.clamp_min(1e-12).log()
+        return log_mean_probability([m(x) for m in self.members])
 
 
 class ShiftAverage(nn.Module):
@@ -129,9 +134,7 @@ class ShiftAverage(nn.Module):
         self.shifts = [int(b) for b in shifts]
 
     def forward(self, x):
-        probs = torch.stack([self.net(shift_mel(x, torch.full((x.shape[0],), b))).float().softmax(-1)
-                             for b in self.shifts]).mean(0)
-        return probs.clamp_min(1e-12).log()
+        return log_mean_probability([self.net(shift_mel(x, torch.full((x.shape[0],), b))) for b in self.shifts])
 
 
 def with_test_shifts(net: nn.Module, shifts) -> nn.Module:
