@@ -4,7 +4,7 @@
 
 Feeds each model its held-out fold of the shared 16 kHz ESC-50 copy (see common.py) and prints each model's
 accuracy, how often each pair agrees, and the accuracy of their mean probability (what an `ensemble` model
-predicts, esccli/models.py).
+predicts, esccli/models.py). Each model is scored as it predicts: with its recipe's test_shifts, if any.
 """
 
 import argparse

@@ -18,6 +18,7 @@ import torch
 from common import BENCH_HOME, fold_model, held_out
 
 from esccli.augment import shift_mel
+from esccli.models import without_test_shifts
 
 SHIFT_SETS = {"none": [0], "±1": [-1, 0, 1], "±2": [-2, -1, 0, 1, 2], "±3": list(range(-3, 4)), "-2, 0, 2": [-2, 0, 2]}
 
@@ -33,7 +34,7 @@ def main() -> None:
     for path in args.models or [BENCH_HOME / "models" / f"{args.name}-fold{k}.pt" for k in range(1, 6)]:
         lm, k = fold_model(path)
         x, y = held_out(lm, k)
-        net = getattr(lm.model, "net", lm.model)  # the network alone, also for a model that averages over shifts
+        net = without_test_shifts(lm.model)  # the network alone, also for a model that averages over shifts
         with torch.no_grad():
             probs = {b: net(shift_mel(x, torch.full((len(x),), b))).softmax(-1) for b in range(-3, 4)}
         for name, bins in SHIFT_SETS.items():

@@ -4,7 +4,8 @@
 
 Feeds the model the fold's cached features (the shared 16 kHz ESC-50 copy, see common.py) whole, and in
 windows of W frames every H frames, combined by mean probability, by loudness-weighted mean probability, and
-by mean probability plus the whole clip's. Prints one accuracy per way.
+by mean probability plus the whole clip's. Prints one accuracy per way. A model with test_shifts is scored as it
+predicts, each window averaged over its shifted copies too.
 """
 
 import argparse

@@ -132,8 +132,11 @@ def load(path: Path, device: str = "cpu") -> LoadedModel:
             use_mel_basis(params, blob["mel_basis"].numpy())
     except (TypeError, ValueError, RuntimeError, KeyError) as e:
         raise ModelError(f"{path}: the model description does not match its weights ({str(e).splitlines()[0][:160]})") from None
-    model = with_test_shifts(model, blob["train"].get("recipe", {}).get("test_shifts", [0]))  # as it was scored
-    model.to(device).eval()
+    recipe = blob["train"].get("recipe", {}) if isinstance(blob["train"], dict) else None
+    shifts = recipe.get("test_shifts", [0]) if isinstance(recipe, dict) else None  # [0]: files from before the field
+    if not (isinstance(shifts, list) and shifts and all(type(b) is int for b in shifts)):
+        raise ModelError(f"{path}: its test_shifts {shifts!r} are not a list of whole mel-bin moves (the file is damaged)")
+    model = with_test_shifts(model, shifts).to(device).eval()  # scored as it was in training
     meta = {k: v for k, v in blob.items() if k not in ("state_dict", "optimizer", "ema", "mel_basis")}
     return LoadedModel(model, meta, Path(path))
 

@@ -142,6 +142,11 @@ def with_test_shifts(net: nn.Module, shifts) -> nn.Module:
     return net if list(shifts) == [0] else ShiftAverage(net, shifts)
 
 
+def without_test_shifts(model: nn.Module) -> nn.Module:
+    """The network a model scores with, without the averaging over shifted copies its recipe may put around it."""
+    return model.net if isinstance(model, ShiftAverage) else model
+
+
 ARCHITECTURES = {"seed": SeedCNN, "escnet": EscNet, "ensemble": Ensemble}
 
 

@@ -95,7 +95,7 @@ class Recipe:
         out += [f"{k} must be one of {', '.join(known)}, not {getattr(self, k)!r}"
                 for k, known in (("schedule", ("onecycle", "step")), ("optimizer", ("adamw", "adam", "sgd")))
                 if getattr(self, k) not in known]
-        if not (self.test_shifts and all(type(b) is int for b in self.test_shifts)):
+        if not (isinstance(self.test_shifts, list) and self.test_shifts and all(type(b) is int for b in self.test_shifts)):
             out.append(f"test_shifts must be a non-empty list of whole numbers of mel bins, not {self.test_shifts!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             out.append(f"ema_decay must be at least 0 and below 1, not {self.ema_decay}")
@@ -153,10 +153,10 @@ RECIPES = {
     # random filters; the second learns from clips also shifted in pitch (up to 4 mel bins) and stretched in time
     # (up to 1.25x)
     "default": Recipe(members=2, member_variants=[{}, PITCH_TEMPO], eq_db=EQ_DB),
-    # one network on all the cores, fewer epochs: one fold in under 5 minutes on two CPU cores with native bf16
-    # (2.8 s per epoch on two threads: docs/ablation.md, round 4), crops through random filters; it predicts as
-    # the mean over five copies of the input moved along the mel axis, and scores the held-out fold every 30
-    # epochs rather than 10, as each scoring now costs five
+    # one network on all the cores, fewer epochs: one fold in 4.3 minutes on two CPU cores with native bf16 before
+    # the test shifts (round 5; about 4.4 with them, an estimate), about 13 in fp32 on an AVX2-only CPU (round 6);
+    # crops through random filters. It predicts as the mean over five copies of the input moved along the mel
+    # axis, and scores the held-out fold every 30 epochs rather than 10, as each scoring now costs five
     "fast": Recipe(epochs=90, members=1, eq_db=EQ_DB, test_shifts=TEST_SHIFTS, val_every=30),
 }
 

@@ -60,6 +60,16 @@ def test_an_ensemble_is_its_members_trained_alone_and_predicts_their_mean_probab
     assert not any(member_path(ens.path, k).exists() for k in range(2))  # member files are removed
 
 
+def test_an_ensemble_with_test_shifts_is_the_same_networks_scored_on_shifted_copies(pair, synth_features, tmp_path):
+    from esccli.models import ShiftAverage
+
+    recipe, ens, _ = pair
+    shifted = train(synth_features, recipe.with_overrides(test_shifts=[-1, 0, 1]), tmp_path / "s.pt", fold=5, seed=7)
+    assert states_equal(checkpoint.read(ens.path)["state_dict"], checkpoint.read(shifted.path)["state_dict"])
+    lm = checkpoint.load(shifted.path)
+    assert isinstance(lm.model, ShiftAverage) and isinstance(lm.model.net, Ensemble)
+    assert shifted.meta["train"]["metrics"]["val_acc"] == pytest.approx(evaluate(lm, synth_features, fold=5).accuracy)
+
 
 def test_member_variants_train_differently_augmented_members(synth_features, tmp_path):
     recipe = tiny_recipe(epochs=2, members=3, member_variants=[{}, {"freq_shift": 2}])

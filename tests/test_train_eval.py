@@ -308,6 +308,14 @@ def test_damaged_and_foreign_model_files_are_refused(trained_model, tmp_path):
     with pytest.raises(ModelError, match="not supported"):
         checkpoint.load(future)
 
+    for bad in ([], "0", [0.5], [True], (0,), None):  # the shifts it is scored with are checked too
+        blob = checkpoint.read(trained_model)
+        blob["train"]["recipe"]["test_shifts"] = bad
+        odd = tmp_path / "odd-shifts.pt"
+        torch.save(blob, odd)
+        with pytest.raises(ModelError, match="test_shifts"):
+            checkpoint.load(odd)
+
     not_model = tmp_path / "weights.pt"
     torch.save({"a": torch.zeros(2)}, not_model)
     with pytest.raises(ModelError, match="not an esc model"):
@@ -419,6 +427,7 @@ def test_a_recipe_with_a_setting_that_would_do_nothing_is_refused_before_trainin
                       (dict(ema_decay=1.0), "ema_decay must be at least 0 and below 1"),
                       (dict(test_shifts=[]), "test_shifts must be a non-empty list"),
                       (dict(test_shifts=[0.5]), "test_shifts must be a non-empty list of whole numbers"),
+                      (dict(test_shifts=(0, 1)), "test_shifts must be a non-empty list"),
                       (dict(mixup_power=True, mixup_alpha=0.0), "mixup_power needs mixup")):
         with pytest.raises(EscError, match=says):
             train(synth_features, tiny_recipe(**bad), tmp_path / "m.pt", fold=5)
