@@ -16,21 +16,13 @@ import dataclasses
 import json
 import time
 
-from common import BENCH_HOME, prepare
+from common import BENCH_HOME, parse_set, prepare
 
 from esccli import paths
 from esccli.featurize import load_or_build
 from esccli.features import PRESETS
 from esccli.recipes import get_recipe
 from esccli.train import set_threads, train
-
-
-def parse_set(item: str) -> tuple[str, object]:
-    key, _, value = item.partition("=")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
 
 
 def main() -> None:

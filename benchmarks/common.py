@@ -5,6 +5,7 @@ The benchmarks read ../shared/data/esc50-16k (the whole ESC-50 at 16 kHz). They 
 user's own data dir.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -35,6 +36,15 @@ def resumable(name: str, home: Path = BENCH_HOME) -> bool:
     from esccli.ensemble import saved_progress
 
     return saved_progress(home / "models" / f"{name}.pt")
+
+
+def parse_set(item: str) -> tuple[str, object]:
+    """FIELD=VALUE -> (field, value), the value read as JSON when it parses, else as a string."""
+    key, _, value = item.partition("=")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 def median(xs):

@@ -1,11 +1,16 @@
-"""What a training step of the default network costs in each CPU variant: fp32, channels_last, bf16 autocast, both.
+"""What a training step of a recipe's network costs: in each CPU variant (fp32, channels_last, bf16 autocast,
+both), or, with --variant, in variants of the recipe itself.
 
-    python benchmarks/step_cost.py [--steps 10] [--threads N] [--frames 100]
+    python benchmarks/step_cost.py [--preset fast] [--steps 10] [--threads N] [--frames 100]
+    python benchmarks/step_cost.py --preset fast --variant crop60:crop_frames=60 \\
+        --variant 'pool:arch_args={"stem_pool":[2,4]}' --variant batch64:batch_size=64
 
-Builds the default recipe's network and times optimisation steps (batch of the recipe, random inputs of
-n_mels x --frames, the shape of a training crop) for each variant, interleaved round by round so that a
-machine that gets busier or quieter affects all variants alike. Prints the median milliseconds per training
-clip and the ratio to fp32. Needs no dataset.
+Builds the recipe's network and times optimisation steps (a batch of the recipe, random inputs of n_mels x
+--frames, the shape of a training crop) for each variant, interleaved round by round so that a machine that gets
+busier or quieter affects all variants alike. Prints the median milliseconds per training clip and the ratio to
+the first variant. Each --variant NAME:FIELD=VALUE overrides one recipe field (the value read as JSON when it
+parses) in the variant NAME; repeat NAME to override several. Recipe variants run in --precision (default fp32),
+with the recipe's channels_last, on inputs of their own crop_frames and batch_size. Needs no dataset.
 """
 
 import argparse
@@ -14,35 +19,55 @@ import time
 import torch
 import torch.nn.functional as F
 
-from common import median
+from common import median, parse_set
 
 from esccli.features import PRESETS
 from esccli.models import ModelConfig, build_model, count_parameters
 from esccli.recipes import get_recipe
 from esccli.train import autocast, make_optimizer
 
-VARIANTS = ("fp32", "channels_last", "bf16", "bf16+channels_last")
+PRECISIONS = ("fp32", "channels_last", "bf16", "bf16+channels_last")
 
 
-def make(variant: str, recipe, n_mels: int, frames: int):
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(recipe.arch, 50, n_mels, frames, dict(recipe.arch_args))).train()
-    if "channels_last" in variant:
-        model = model.to(memory_format=torch.channels_last)
-    return model, make_optimizer(recipe, model)
+class Run:
+    """One variant: a network, its optimizer and a batch of random inputs, stepped in one precision and layout."""
+
+    def __init__(self, recipe, n_mels: int, frames: int, precision: str, channels_last: bool):
+        torch.manual_seed(0)
+        self.model = build_model(ModelConfig(recipe.arch, 50, n_mels, frames, dict(recipe.arch_args))).train()
+        self.precision, self.channels_last, self.batch = precision, channels_last, recipe.batch_size
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(self.batch, 1, n_mels, frames, generator=g)
+        self.y = torch.randint(0, 50, (self.batch,), generator=g)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+            self.x = self.x.contiguous(memory_format=torch.channels_last)
+        self.opt = make_optimizer(recipe, self.model)
+
+    def step(self) -> float:
+        t = time.perf_counter()
+        with autocast("cpu", self.precision):
+            logits = self.model(self.x).float()
+        loss = F.cross_entropy(logits, self.y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return time.perf_counter() - t
 
 
-def step(variant: str, model, opt, x, y) -> float:
-    if "channels_last" in variant:
-        x = x.contiguous(memory_format=torch.channels_last)
-    t = time.perf_counter()
-    with autocast("cpu", "bf16" if "bf16" in variant else "fp32"):
-        logits = model(x).float()
-    loss = F.cross_entropy(logits, y)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return time.perf_counter() - t
+def variants(recipe, n_mels: int, frames: int, named: list[str], precision: str) -> dict[str, Run]:
+    """The precision variants of the recipe, or (given NAME:FIELD=VALUE items) the recipe and its named variants."""
+    if not named:
+        return {v: Run(recipe, n_mels, frames, "bf16" if "bf16" in v else "fp32", "channels_last" in v)
+                for v in PRECISIONS}
+    overrides: dict[str, dict] = {}
+    for item in named:
+        name, sep, setting = item.partition(":")
+        if not sep or "=" not in setting:
+            raise SystemExit(f"--variant wants NAME:FIELD=VALUE, not {item!r}")
+        overrides.setdefault(name, {}).update([parse_set(setting)])
+    recipes = {"recipe": recipe, **{n: recipe.with_overrides(**o) for n, o in overrides.items()}}
+    return {n: Run(r, n_mels, r.crop_frames or frames, precision, r.channels_last) for n, r in recipes.items()}
 
 
 def main() -> None:
@@ -51,29 +76,30 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--frames", type=int, default=0, help="input frames [default: the recipe's crop]")
     ap.add_argument("--preset", default="default")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME:FIELD=VALUE")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="of recipe variants")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = get_recipe(args.preset)
     params = PRESETS[recipe.features]
     frames = args.frames or recipe.crop_frames or params.frames
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(recipe.batch_size, 1, params.n_mels, frames, generator=g)
-    y = torch.randint(0, 50, (recipe.batch_size,), generator=g)
-    runs = {v: make(v, recipe, params.n_mels, frames) for v in VARIANTS}
-    times = {v: [] for v in VARIANTS}
-    for v in VARIANTS:  # warm-up (first-call allocations, oneDNN kernel choice)
-        step(v, *runs[v], x, y)
+    runs = variants(recipe, params.n_mels, frames, args.variant, args.precision)
+    times = {v: [] for v in runs}
+    for run in runs.values():  # warm-up (first-call allocations, oneDNN kernel choice)
+        run.step()
     for _ in range(args.steps):
-        for v in VARIANTS:
-            times[v].append(step(v, *runs[v], x, y))
-    model = runs["fp32"][0]
-    print(f"{recipe.arch} ({count_parameters(model) / 1e6:.2f} M parameters), batch {recipe.batch_size} of "
-          f"{params.n_mels}x{frames}, {torch.get_num_threads()} threads, median of {args.steps} steps")
-    base = median(times["fp32"])
-    for v in VARIANTS:
-        m = median(times[v])
-        print(f"{v:>19}: {m / recipe.batch_size * 1000:6.1f} ms per clip  ({m / base:.2f}x fp32)")
+        for v, run in runs.items():
+            times[v].append(run.step())
+    first = next(iter(runs))
+    print(f"{recipe.arch} ({count_parameters(runs[first].model) / 1e6:.2f} M parameters), batch {recipe.batch_size} "
+          f"of {params.n_mels}x{frames}, {torch.get_num_threads()} threads, median of {args.steps} steps")
+    base = median(times[first]) / runs[first].batch
+    for v, run in runs.items():
+        per_clip = median(times[v]) / run.batch
+        print(f"{v:>19}: {per_clip * 1000:6.1f} ms per clip  ({per_clip / base:.2f}x {first})"
+              + (f"  [{count_parameters(run.model) / 1e6:.2f} M, batch {run.batch} of {params.n_mels}x"
+                 f"{run.x.shape[-1]}]" if args.variant else ""))
 
 
 if __name__ == "__main__":
