@@ -78,6 +78,26 @@ def random_eq(x: torch.Tensor, max_db: float, db_range: float, g: torch.Generato
     return torch.where(x <= -1.0, x, y.clamp_min(-1.0))
 
 
+def noise_floor(x: torch.Tensor, max_db: float, db_range: float, g: torch.Generator, tilt_db: float = 6.0,
+                points: int = 4, jitter_db: float = 3.0) -> torch.Tensor:
+    """Add a background to each clip, as a noisier recording would have: noise at a level drawn uniformly between the
+    features' floor and `max_db` above it, coloured by a random gain curve across the mel axis (as in random_eq,
+    +-tilt_db at `points` points) and varying by `jitter_db` dB (standard deviation) from bin to bin and frame to
+    frame, added to the clip as power (each bin keeps the louder of the two, roughly), so digital silence
+    becomes a quiet background and the clip's quietest parts are partly covered. The features are dB scaled to
+    [-1, 1] over `db_range` dB (FeatureParams.top_db)."""
+    if max_db <= 0:
+        return x
+    b = x.shape[0]
+    level = -db_range + torch.rand(b, 1, 1, 1, generator=g) * max_db  # dB below the clip's 0 dB peak
+    gains = (2 * torch.rand(b, 1, points, generator=g) - 1) * tilt_db
+    curve = torch.nn.functional.interpolate(gains, size=x.shape[2], mode="linear", align_corners=True)[:, :, :, None]
+    noise_db = level + curve + jitter_db * torch.randn(x.shape, generator=g)
+    half = db_range / 2  # x = 1 + dB / half
+    power = torch.pow(10.0, (x - 1.0) * half / 10.0) + torch.pow(10.0, noise_db / 10.0)
+    return (1.0 + 10.0 * torch.log10(power) / half).clamp(-1.0, 1.0)
+
+
 def random_roll(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Rotate each clip in time by a random number of frames (a time shift that keeps every frame)."""
     total = x.shape[-1]

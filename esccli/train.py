@@ -159,8 +159,8 @@ def check_recipe(recipe: Recipe, params: FeatureParams | None = None) -> None:
     problems = recipe.problems()
     if problems:
         raise EscError(f"recipe: {'; '.join(problems)}")
-    if params is not None and (recipe.mixup_power or recipe.eq_db) and params.scale != "db":
-        raise EscError(f"mixup_power and eq_db need features scaled in dB (scale 'db'), not {params.scale!r}")
+    if params is not None and (recipe.mixup_power or recipe.eq_db or recipe.noise_db) and params.scale != "db":
+        raise EscError(f"mixup_power, eq_db and noise_db need features scaled in dB (scale 'db'), not {params.scale!r}")
 
 
 def check_save_best(recipe: Recipe, save_best: bool) -> None:
@@ -179,6 +179,7 @@ def augment_batch(x: torch.Tensor, recipe: Recipe, g: torch.Generator, db_range:
         x = augment.random_crop(x, recipe.crop_frames, g, recipe.crop_energy, recipe.stretch)
     x = augment.freq_shift(x, recipe.freq_shift, g)
     x = augment.random_eq(x, recipe.eq_db, db_range, g)
+    x = augment.noise_floor(x, recipe.noise_db, db_range, g)
     if recipe.time_roll:
         x = augment.random_roll(x, g)
     x = augment.mask_bands(x, recipe.freq_masks, recipe.freq_mask_width, 2, g)

@@ -165,6 +165,24 @@ def test_random_eq_filters_each_crop_keeps_silence_and_scales_it_to_peak_at_0_db
     assert not torch.equal(other, y)  # a new draw
 
 
+def test_noise_floor_fills_silence_with_a_quiet_background_and_leaves_loud_bins():
+    x = torch.full((64, 1, 32, 50), -1.0)  # digital silence (the floor, -80 dB with top_db 80)...
+    x[:, :, 8:16, 10:20] = 1.0  # ...but for a 0 dB sound
+    g = torch.Generator().manual_seed(0)
+    y = augment.noise_floor(x, 40.0, 80.0, g)
+    assert y.shape == x.shape and (y >= x - 1e-6).all() and (y <= 1.0).all()  # power adds: nothing gets quieter
+    assert torch.allclose(y[:, :, 8:16, 10:20], x[:, :, 8:16, 10:20], atol=1e-3)  # 0 dB is far above the noise
+    silence_db = (y[:, 0, :, 30:] - 1) * 40  # [clips, mels, frames] dB where the clip was silent
+    level = silence_db.median(dim=2).values.median(dim=1).values  # each clip's background level
+    assert (level > -80.0).all() and (level < -34.0).all()  # between the floor and 40 dB above it (+ the colour)
+    assert level.max() - level.min() > 20.0  # levels drawn across the range, clip by clip
+    assert silence_db.std(dim=2).mean() > 1.0  # a noise: it varies from frame to frame
+    assert not torch.equal(augment.noise_floor(x, 40.0, 80.0, g), y)  # a new draw
+    g_off = torch.Generator().manual_seed(0)
+    assert torch.equal(augment.noise_floor(x, 0.0, 80.0, g_off), x)  # off: the clip as is, and no draw
+    assert torch.equal(g_off.get_state(), torch.Generator().manual_seed(0).get_state())
+
+
 @pytest.mark.parametrize("args", [{}, {"pool": "max"}, {"stem_pool": [2, 4]}, {"stem_pool": [4, 2]},
                                   {"head": "mean", "channels": [8, 16, 32, 64]}])
 def test_escnet_variants_take_any_length(args):
