@@ -2,7 +2,6 @@
 
 import csv
 import io
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,15 +12,6 @@ from esccli.errors import EscError
 from esccli.featurize import FeatureSet
 from esccli.fsutil import atomic_write_text
 from esccli.metrics import Report, report
-
-
-@dataclass
-class Evaluation:
-    model: str
-    fold: int
-    held_out: bool  # False when the model saw this fold in training (or its epoch was picked on it)
-    note: str | None
-    report: Report
 
 
 def check_fold(lm: LoadedModel, fold: int | None, builtin: bool, allow_seen: bool) -> tuple[int, bool, str | None]:

@@ -36,10 +36,6 @@ class FeatureParams:
         """Frames per clip (centred STFT: one frame per hop plus one)."""
         return 1 + self.clip_samples // self.hop_length
 
-    @property
-    def frames_per_second(self) -> float:
-        return self.sample_rate / self.hop_length
-
     def to_dict(self) -> dict:
         return asdict(self)
 

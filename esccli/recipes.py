@@ -91,8 +91,10 @@ class Recipe:
         """What makes this recipe untrainable or makes one of its settings do nothing (empty when it is sound)."""
         out = [f"{k} must be at least {low}, not {getattr(self, k)}"
                for k, low in (("epochs", 1), ("batch_size", 1), ("members", 1), ("val_every", 1), ("stretch", 1.0),
-                              ("freq_shift", 0), ("eq_db", 0.0), ("noise_db", 0.0), ("crop_frames", 0), ("lr", 0.0), ("step_every", 1))
+                              ("freq_shift", 0), ("eq_db", 0.0), ("noise_db", 0.0), ("crop_frames", 0), ("step_every", 1))
                if getattr(self, k) < low]
+        if not self.lr > 0:
+            out.append(f"lr must be above 0, not {self.lr}: at 0 nothing is learnt")
         out += [f"{k} must be one of {', '.join(known)}, not {getattr(self, k)!r}"
                 for k, known in (("schedule", ("onecycle", "step")), ("optimizer", ("adamw", "adam", "sgd")))
                 if getattr(self, k) not in known]

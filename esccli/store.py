@@ -4,6 +4,7 @@ Which model `predict` and `eval` use when none is named: the one marked with `es
 (kept in `<data>/models/DEFAULT`), else the most recently trained one, else the model shipped with esc.
 """
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,9 +40,14 @@ def model_path(layout: Layout, name: str) -> Path:
     return layout.models / f"{name}{SUFFIX}"
 
 
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+SIDE_FILES = (".best", ".resume")  # <name>.best.pt and <name>.resume.pt belong to model <name>
+
+
 def valid_name(name: str) -> str:
-    if not name or "/" in name or "\\" in name or name.startswith(".") or name == BUILTIN_NAME:
-        raise ModelError(f"bad model name {name!r}", "use letters, digits, '-', '_' and '.'")
+    if not NAME.fullmatch(name or "") or name == BUILTIN_NAME or name.endswith(SIDE_FILES):
+        raise ModelError(f"bad model name {name!r}", "use letters, digits, '-', '_' and '.', starting with a letter "
+                         f"or digit, not ending in {' or '.join(SIDE_FILES)}")
     return name
 
 
@@ -91,6 +97,7 @@ def default_name(layout: Layout, infos: list[ModelInfo] | None = None) -> str | 
 
 
 def set_default(layout: Layout, name: str) -> None:
+    valid_name(name.removesuffix(".best"))  # a model's --save-best epoch may be the default too
     if not model_path(layout, name).is_file():
         raise ModelError(f"no model named {name!r} in {layout.models}", "see `esc models` for the names")
     atomic_write_text(layout.models / DEFAULT_FILE, name + "\n")
@@ -110,13 +117,13 @@ def resolve(layout: Layout, name_or_path: str | None) -> tuple[Path, bool]:
             raise ModelError("this installation of esc has no built-in model")
         return BUILTIN_PATH, True
     p = Path(name_or_path).expanduser()
+    mp = model_path(layout, name_or_path)
+    if p.suffix != SUFFIX and "/" not in name_or_path and mp.is_file():  # a stored model's name before a file's
+        return mp, False
     if p.suffix == SUFFIX or "/" in name_or_path or p.is_file():
         if not p.is_file():
             raise ModelError(f"no model file at {p}")
         return p, p.resolve() == BUILTIN_PATH.resolve()
-    mp = model_path(layout, name_or_path)
-    if mp.is_file():
-        return mp, False
     names = [i.name for i in list_models(layout)]
     raise ModelError(f"no model named {name_or_path!r}",
                      f"known: {', '.join(names[:10])}" if names else "train one with `esc train`")

@@ -58,7 +58,12 @@ class TrainingInterrupted(EscError):
     exit_code = 130
 
 
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
 def pick_device(name: str = "auto") -> str:
+    if name not in DEVICES:
+        raise EscError(f"unknown device {name!r}", f"choose one of: {', '.join(DEVICES)}")
     if name != "auto":
         if name == "cuda" and not torch.cuda.is_available():
             raise EscError("--device cuda: no CUDA device is available", "use --device cpu or auto")

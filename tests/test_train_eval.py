@@ -2,6 +2,7 @@ import dataclasses
 import json
 import pickle
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -379,6 +380,27 @@ def test_store_default_and_names(trained_model, esc_home):
         store.set_default(L, "zzz")
     with pytest.raises(ModelError):
         store.valid_name("../x")
+    for bad in ("a b", "x:y", ".x", "-x", "x.best", "x.resume", "", "builtin"):  # x.best: model x's --save-best file
+        with pytest.raises(ModelError, match="bad model name"):
+            store.valid_name(bad)
+    assert [store.valid_name(n) for n in ("fast-fold1", "m_2.v3")] == ["fast-fold1", "m_2.v3"]
+    with pytest.raises(ModelError, match="bad model name"):
+        store.set_default(L, "../a")
+    shutil.copy(trained_model, L.models / "a.best.pt")
+    store.set_default(L, "a.best")  # a --save-best epoch may be the default
+    assert store.resolve(L, None) == (L.models / "a.best.pt", False)
+
+
+def test_a_stored_models_name_wins_over_a_file_of_that_name_here(trained_model, esc_home, tmp_path, monkeypatch):
+    L = layout(esc_home)
+    L.models.mkdir(parents=True)
+    shutil.copy(trained_model, L.models / "a.pt")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a").write_bytes(b"a file that happens to share the name")
+    (tmp_path / "b").write_bytes(trained_model.read_bytes())
+    assert store.resolve(L, "a") == (L.models / "a.pt", False)
+    assert store.resolve(L, "b") == (Path("b"), False)  # no stored model b: the file
+    assert store.resolve(L, "./a") == (Path("./a"), False)  # a path says it is one
 
 
 def test_cross_validation_trains_each_fold_and_resumes(tmp_path, synth_features):
@@ -425,6 +447,7 @@ def test_a_recipe_with_a_setting_that_would_do_nothing_is_refused_before_trainin
                       (dict(members=2, member_variants=[{}, "pitch"]), "member 2: a variant is a dict"),
                       (dict(eq_db=-3), "eq_db must be at least 0.0"),
                       (dict(noise_db=-1), "noise_db must be at least 0.0"),
+                      (dict(lr=0.0), "lr must be above 0"),
                       (dict(ema_decay=1.0), "ema_decay must be at least 0 and below 1"),
                       (dict(test_shifts=[]), "test_shifts must be a non-empty list"),
                       (dict(test_shifts=[0.5]), "test_shifts must be a non-empty list of whole numbers"),

@@ -16,7 +16,8 @@ from esccli.errors import EscError
 
 
 class EscGroup(TyperGroup):
-    """Turns our own errors into one red line and an exit code, and keeps commands in definition order."""
+    """Turns our own errors, and the machine's refusals (OSError, MemoryError), into one red line and an exit code;
+    keeps commands in definition order."""
 
     def list_commands(self, ctx):
         return list(self.commands)
@@ -30,6 +31,15 @@ class EscGroup(TyperGroup):
         except KeyboardInterrupt:
             common.error_line("interrupted")
             raise typer.Exit(130) from None
+        except BrokenPipeError:  # `esc predict ... | head`: click ends quietly (exit 1), as a pipe's writer should
+            raise
+        except MemoryError:
+            common.error_line("not enough memory for this; try smaller sizes (a smaller --batch-size or picture)")
+            raise typer.Exit(1) from None
+        except OSError as e:  # the machine's refusal (permissions, a full disk, a vanished path), not a bug of ours
+            what = f"{e.strerror or e}: {e.filename}" if e.filename else str(e.strerror or e)
+            common.error_line(f"{what}; check that the path exists, is writable and the disk has room")
+            raise typer.Exit(1) from None
 
 
 app = typer.Typer(

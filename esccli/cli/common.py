@@ -1,12 +1,13 @@
 """What every command shares: the two consoles, the data directory option, and error rendering.
 
-Progress, tables and messages go to stderr (`err`); results go to stdout (`out`), plain or as JSON, so that
-`esc predict x.wav --json | jq` works.
+Progress and messages go to stderr (`err`); results, result tables included, go to stdout (`out`), plain or as
+JSON, so that `esc predict x.wav --json | jq` works.
 """
 
 import json
 import sys
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 from rich.console import Console
@@ -14,6 +15,14 @@ from rich.markup import escape
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False, soft_wrap=True)
+
+
+class Device(str, Enum):
+    """--device's choices (esccli.train.DEVICES, which the core checks; a test keeps the two equal)."""
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
 
 
 @dataclass

@@ -14,7 +14,7 @@ def evaluate(
     allow_seen: bool = typer.Option(False, "--allow-seen", help="Score a fold the model was trained on (not a held-out result)."),
     full: bool = typer.Option(False, "--full", help="Also print the 50x50 confusion matrix."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write confusion.csv/.png, categories.csv and per_class.csv here."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    device: common.Device = typer.Option(common.Device.auto, "--device", help="Where the network runs."),
     as_json: bool = typer.Option(False, "--json", help="Print all metrics as JSON on stdout."),
 ) -> None:
     """Evaluate a trained model: accuracy, F1, per-class and category confusions."""
@@ -24,7 +24,7 @@ def evaluate(
     from esccli.train import pick_device
 
     layout = common.layout()
-    dev = pick_device(device)
+    dev = pick_device(device.value)
     lm, builtin = store.load(layout, model, dev)
     fold, held_out, note = check_fold(lm, fold, builtin, allow_seen)
     fs = build_features(lm.params)

@@ -53,9 +53,7 @@ def fetch(
 
 
 def _note(message: str) -> None:
-    from rich.markup import escape
-
-    common.dim_line(escape(message))  # paths and URLs may hold [brackets]
+    common.dim_line(message)  # dim_line escapes: paths and URLs may hold [brackets]
 
 
 class _Bars:

@@ -20,13 +20,6 @@ class Format(str, Enum):
     csv = "csv"
 
 
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
-
-
 def predict(
     files: Optional[List[str]] = typer.Argument(
         None, metavar="FILE", show_default=False,
@@ -53,8 +46,8 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="Shortcut for --format json."),
     glob: str = typer.Option(AUDIO_GLOB, "--glob", metavar="PATTERN",
                              help="Which files a folder search picks up (case ignored; {a,b} alternatives)."),
-    device: Device = typer.Option(Device.auto, "--device", help="Where the network runs."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, metavar="N",
+    device: common.Device = typer.Option(common.Device.auto, "--device", help="Where the network runs."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, max=4096, metavar="N",
                                    help="Windows per forward pass (across files)."),
     examples: bool = typer.Option(False, "--examples", help="Classify the example clips that ship with esc."),
 ) -> None:

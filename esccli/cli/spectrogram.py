@@ -9,6 +9,8 @@ import typer
 from esccli.cli import common
 from esccli.errors import EscError
 
+MAX_PIXELS = 20000  # per side: about 1.6 GB of RGBA at 20000 x 20000
+
 
 class Preset(str, Enum):
     """The names of esccli.features.PRESETS (a test keeps them equal), spelled out so --help needs no numpy."""
@@ -44,6 +46,9 @@ def spectrogram(
     The picture shows the whole file: time in seconds, frequency in Hz on a mel scale, loudness in dB below
     the file's loudest point. Long recordings are squeezed in time, keeping the loudest moments visible.
     """
+    if not raw and max(width, height) * dpi > MAX_PIXELS:
+        raise EscError(f"a picture of {width * dpi:.0f} x {height * dpi:.0f} pixels is too large to draw",
+                       f"keep --width and --height times --dpi at most {MAX_PIXELS} pixels")
     out = output if output is not None else Path(file.stem + ".png")
     if out.exists() and not out.is_dir() and not force:
         raise EscError(f"{out}: already exists", "use --force to overwrite it, or -o to choose another name")

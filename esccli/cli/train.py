@@ -9,8 +9,6 @@ import typer
 
 from esccli.cli import common
 
-DEVICES = ["auto", "cpu", "cuda", "mps"]
-
 
 def _fmt(x, pct: bool = False) -> str:
     if x is None:
@@ -35,7 +33,7 @@ def train(
     lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Peak learning rate [default: the recipe's]."),
     val_every: Optional[int] = typer.Option(None, "--val-every", min=1, help="Score the held-out fold every N epochs and after the last (every epoch with --save-best); training is the same for any N [default: the recipe's: 10 for default, 30 for fast, 1 for seed]."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same model on the same machine."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    device: common.Device = typer.Option(common.Device.auto, "--device", help="Where the networks train."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 where the hardware computes it natively, else fp32), fp32 or bf16."),
     name: Optional[str] = typer.Option(None, "--name", help="Model name in the store [default: <recipe>-fold<k>, <recipe>-cv, <recipe>-all]."),
     members: Optional[int] = typer.Option(None, "--members", min=1, max=16, help="Networks trained apart whose mean probability is the prediction; 1 = a single network [default: the recipe's: 2 for default, 1 for fast]."),
@@ -56,10 +54,11 @@ def train(
     from esccli.train import check_save_best, pick_device, resolve_precision, set_threads
     from esccli.train import train as train_model
 
-    if device not in DEVICES:
-        raise EscError(f"unknown device {device!r}", f"choose one of: {', '.join(DEVICES)}")
     if cv and all_folds:
         raise EscError("--cv and --all exclude each other")
+    if save_best and (cv or all_folds):
+        raise EscError(f"--save-best picks an epoch by its score on one held-out fold; {'--cv' if cv else '--all'} "
+                       "has " + ("five" if cv else "none"), "use --fold K with --save-best")
     if arch is not None and arch not in ("escnet", "seed"):
         raise EscError(f"unknown architecture {arch!r}", "choose escnet or seed")
     preset = preset or ("seed" if arch == "seed" else "default")
@@ -71,7 +70,7 @@ def train(
     recipe = recipe.with_overrides(epochs=epochs, batch_size=batch_size, lr=lr, members=members,
                                     val_every=val_every)
     check_save_best(recipe, save_best)
-    dev = pick_device(device)
+    dev = pick_device(device.value)
     precision = resolve_precision(precision, dev, recipe.allow_bf16)
     if cv and jobs is not None and jobs > 5:
         raise EscError(f"--jobs {jobs}: with --cv at most 5 folds can train at once")

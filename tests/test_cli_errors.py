@@ -1,0 +1,83 @@
+"""Mistakes and refusals end in one line and an exit code, never a traceback."""
+
+import io
+import os
+import subprocess
+import sys
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from esccli.cli import app, common
+from synthetic import assert_one_line_error
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("error, says", [
+    (OSError(28, "No space left on device", "/data/models/x.pt"), "No space left on device: /data/models/x.pt"),
+    (PermissionError(13, "Permission denied", "/data/models"), "Permission denied: /data/models"),
+    (MemoryError(), "not enough memory"),
+])
+def test_the_machines_refusals_are_one_line(monkeypatch, error, says):
+    from esccli import store
+
+    def refuse(*a, **k):
+        raise error
+
+    monkeypatch.setattr(store, "list_models", refuse)
+    r = runner.invoke(app, ["models"])
+    assert_one_line_error(r, says)
+    assert r.exit_code == 1
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    # `esc models --json | head -0`: the reader has gone before esc writes; no error line, no traceback
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        p = subprocess.run([sys.executable, "-m", "esccli", "models", "--json"], stdout=write_end, stderr=subprocess.PIPE,
+                           text=True, env={**os.environ, "ESC_HOME": str(tmp_path)})
+    finally:
+        os.close(write_end)
+    assert p.returncode == 1 and p.stderr == ""
+
+
+@pytest.mark.parametrize("command", [["train"], ["eval"], ["predict", "--examples"]])
+def test_an_unknown_device_is_a_usage_error(command):
+    r = runner.invoke(app, [*command, "--device", "gpu"])
+    assert r.exit_code == 2 and "gpu" in r.output and "Traceback" not in r.output
+
+
+def test_the_cli_offers_the_devices_the_core_knows():
+    from esccli.errors import EscError
+    from esccli.train import DEVICES, pick_device
+
+    assert [d.value for d in common.Device] == list(DEVICES)
+    with pytest.raises(EscError, match="unknown device 'gpu'"):
+        pick_device("gpu")  # for callers of the core that skip the CLI
+
+
+@pytest.mark.parametrize("extra", [["--cv"], ["--all"]])
+def test_save_best_needs_one_held_out_fold(extra):
+    assert_one_line_error(runner.invoke(app, ["train", "--save-best", *extra]), "--save-best", extra[0])
+
+
+def test_a_picture_too_large_to_draw_is_refused_before_reading(tmp_path):
+    r = runner.invoke(app, ["spectrogram", str(tmp_path / "missing.wav"), "--width", "100", "--dpi", "1000"])
+    assert_one_line_error(r, "100000 x 4000 pixels is too large")
+    assert not any(tmp_path.iterdir())
+
+
+def test_predict_batch_size_is_bounded():
+    assert runner.invoke(app, ["predict", "--examples", "--batch-size", "100000"]).exit_code == 2
+
+
+def test_fetch_notes_show_brackets_once(monkeypatch):
+    from esccli.cli import fetch
+
+    buf = io.StringIO()
+    monkeypatch.setattr(common, "err", Console(file=buf, width=200))
+    fetch._note("kept the archive at /tmp/[old]/ESC-50.zip")
+    assert buf.getvalue().strip() == "kept the archive at /tmp/[old]/ESC-50.zip"
