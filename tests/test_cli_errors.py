@@ -81,3 +81,10 @@ def test_fetch_notes_show_brackets_once(monkeypatch):
     monkeypatch.setattr(common, "err", Console(file=buf, width=200))
     fetch._note("kept the archive at /tmp/[old]/ESC-50.zip")
     assert buf.getvalue().strip() == "kept the archive at /tmp/[old]/ESC-50.zip"
+
+
+def test_train_finds_an_unusable_data_dir_before_training(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("ESC_HOME", str(blocker / "esc"))
+    assert_one_line_error(runner.invoke(app, ["train", "--epochs", "1"]), "Not a directory", str(blocker))

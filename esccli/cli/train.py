@@ -80,6 +80,9 @@ def train(
     held_out = None if all_folds else fold
     name = store.valid_name(name or (f"{preset}-cv" if cv else f"{preset}-all" if all_folds else f"{preset}-fold{fold}"))
     layout = common.layout()
+    layout.models.mkdir(parents=True, exist_ok=True)  # before the first epoch, not after it: where models go
+    if not os.access(layout.models, os.W_OK):
+        raise EscError(f"{layout.models}: cannot write models here", "fix the folder's permissions or use --data-dir")
     command = "esc " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
     targets = [fold_name(name, k) for k in range(1, 6)] if cv else [name]
