@@ -80,8 +80,8 @@ def random_eq(x: torch.Tensor, max_db: float, db_range: float, g: torch.Generato
 
 def noise_floor(x: torch.Tensor, max_db: float, db_range: float, g: torch.Generator, tilt_db: float = 6.0,
                 points: int = 4, jitter_db: float = 3.0) -> torch.Tensor:
-    """Add a background to each clip, as a noisier recording would have: noise at a level drawn uniformly between the
-    features' floor and `max_db` above it, coloured by a random gain curve across the mel axis (as in random_eq,
+    """Add a background to each clip, as a noisier recording would have: noise at a level drawn uniformly between
+    the features' floor and `max_db` above it, coloured by a random gain curve across the mel axis (as in random_eq,
     +-tilt_db at `points` points) and varying by `jitter_db` dB (standard deviation) from bin to bin and frame to
     frame, added to the clip as power (each bin keeps the louder of the two, roughly), so digital silence
     becomes a quiet background and the clip's quietest parts are partly covered. The features are dB scaled to

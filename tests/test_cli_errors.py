@@ -37,8 +37,8 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        p = subprocess.run([sys.executable, "-m", "esccli", "models", "--json"], stdout=write_end, stderr=subprocess.PIPE,
-                           text=True, env={**os.environ, "ESC_HOME": str(tmp_path)})
+        p = subprocess.run([sys.executable, "-m", "esccli", "models", "--json"], stdout=write_end,
+                           stderr=subprocess.PIPE, text=True, env={**os.environ, "ESC_HOME": str(tmp_path)})
     finally:
         os.close(write_end)
     assert p.returncode == 1 and p.stderr == ""

@@ -34,7 +34,7 @@ class EscGroup(TyperGroup):
         except BrokenPipeError:  # `esc predict ... | head`: click ends quietly (exit 1), as a pipe's writer should
             raise
         except MemoryError:
-            common.error_line("not enough memory for this; try smaller sizes (a smaller --batch-size or picture)")
+            common.error_line("not enough memory for this; try a smaller --batch-size or picture size")
             raise typer.Exit(1) from None
         except OSError as e:  # the machine's refusal (permissions, a full disk, a vanished path), not a bug of ours
             what = f"{e.strerror or e}: {e.filename}" if e.filename else str(e.strerror or e)
