@@ -88,3 +88,8 @@ def test_train_finds_an_unusable_data_dir_before_training(tmp_path, monkeypatch)
     blocker.write_text("not a folder")
     monkeypatch.setenv("ESC_HOME", str(blocker / "esc"))
     assert_one_line_error(runner.invoke(app, ["train", "--epochs", "1"]), "Not a directory", str(blocker))
+
+
+@pytest.mark.parametrize("extra", [["--cv"], ["--all"]])
+def test_fold_is_refused_where_it_would_be_ignored(extra):
+    assert_one_line_error(runner.invoke(app, ["train", "--fold", "3", *extra]), "--fold", extra[0])

@@ -25,7 +25,7 @@ def epoch_line(s, prefix: str = "") -> str:
 def train(
     preset: Optional[str] = typer.Option(None, "--preset", "--recipe", help="Training recipe: default, fast, or seed (the student notebook, exactly)."),
     arch: Optional[str] = typer.Option(None, "--arch", help="Architecture: escnet (default) or seed; --arch seed alone selects the seed recipe."),
-    fold: int = typer.Option(5, "--fold", min=1, max=5, help="The fold held out for validation."),
+    fold: Optional[int] = typer.Option(None, "--fold", min=1, max=5, show_default=False, help="The fold held out for validation [default: 5]."),
     cv: bool = typer.Option(False, "--cv", help="5-fold cross-validation: train five models, report mean +- std."),
     all_folds: bool = typer.Option(False, "--all", help="Train on all five folds (no held-out score; for a final model)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs [default: the recipe's]."),
@@ -56,6 +56,10 @@ def train(
 
     if cv and all_folds:
         raise EscError("--cv and --all exclude each other")
+    if fold is not None and (cv or all_folds):
+        raise EscError(f"--fold says which fold to hold out; {'--cv holds out each' if cv else '--all holds out none'}",
+                       f"drop --fold, or {'--cv' if cv else '--all'}")
+    fold = 5 if fold is None else fold
     if save_best and (cv or all_folds):
         raise EscError(f"--save-best picks an epoch by its score on one held-out fold; {'--cv' if cv else '--all'} "
                        "has " + ("five" if cv else "none"), "use --fold K with --save-best")
