@@ -71,9 +71,8 @@ def random_eq(x: torch.Tensor, max_db: float, db_range: float, g: torch.Generato
     (silence) stay there. Both carry part of the measured gain (docs/ablation.md, round 5)."""
     if max_db <= 0:
         return x
-    gains = (2 * torch.rand(x.shape[0], 1, points, generator=g) - 1) * max_db  # [batch, 1, points] dB
-    curve = torch.nn.functional.interpolate(gains, size=x.shape[2], mode="linear", align_corners=True)
-    y = x + (curve / (db_range / 2))[:, :, :, None]  # [batch, 1, n_mels, 1] in feature units
+    curve = random_curve(x.shape[0], x.shape[2], max_db, points, g)
+    y = x + curve / (db_range / 2)  # in feature units
     y = y - (y.amax(dim=(1, 2, 3), keepdim=True) - 1.0)
     return torch.where(x <= -1.0, x, y.clamp_min(-1.0))
 
@@ -88,14 +87,27 @@ def noise_floor(x: torch.Tensor, max_db: float, db_range: float, g: torch.Genera
     [-1, 1] over `db_range` dB (FeatureParams.top_db)."""
     if max_db <= 0:
         return x
-    b = x.shape[0]
-    level = -db_range + torch.rand(b, 1, 1, 1, generator=g) * max_db  # dB below the clip's 0 dB peak
-    gains = (2 * torch.rand(b, 1, points, generator=g) - 1) * tilt_db
-    curve = torch.nn.functional.interpolate(gains, size=x.shape[2], mode="linear", align_corners=True)[:, :, :, None]
-    noise_db = level + curve + jitter_db * torch.randn(x.shape, generator=g)
-    half = db_range / 2  # x = 1 + dB / half
-    power = torch.pow(10.0, (x - 1.0) * half / 10.0) + torch.pow(10.0, noise_db / 10.0)
-    return (1.0 + 10.0 * torch.log10(power) / half).clamp(-1.0, 1.0)
+    level = -db_range + torch.rand(x.shape[0], 1, 1, 1, generator=g) * max_db  # dB below the clip's 0 dB peak
+    colour = random_curve(x.shape[0], x.shape[2], tilt_db, points, g)
+    noise_db = level + colour + jitter_db * torch.randn(x.shape, generator=g)
+    return from_power(to_power(x, db_range) + torch.pow(10.0, noise_db / 10.0), db_range).clamp(-1.0, 1.0)
+
+
+def random_curve(batch: int, n_mels: int, max_db: float, points: int, g: torch.Generator) -> torch.Tensor:
+    """A random gain curve in dB per clip, [batch, 1, n_mels, 1]: linear between `points` evenly spaced gains
+    drawn uniformly in [-max_db, max_db]."""
+    gains = (2 * torch.rand(batch, 1, points, generator=g) - 1) * max_db  # [batch, 1, points] dB
+    return torch.nn.functional.interpolate(gains, size=n_mels, mode="linear", align_corners=True)[:, :, :, None]
+
+
+def to_power(x: torch.Tensor, db_range: float) -> torch.Tensor:
+    """Features that are dB scaled to [-1, 1] over `db_range` dB (x = 1 + dB / (db_range / 2)) as power, 1 at 0 dB."""
+    return torch.pow(10.0, db_range / 20.0 * (x - 1.0))
+
+
+def from_power(power: torch.Tensor, db_range: float) -> torch.Tensor:
+    """to_power's inverse (unclamped: powers below the floor give features below -1)."""
+    return 1.0 + torch.log10(power) / (db_range / 20.0)
 
 
 def random_roll(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -138,9 +150,8 @@ def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, g: torch.Generator, db
     perm = torch.randperm(x.shape[0], generator=g)
     if db_range <= 0:
         return lam * x + (1.0 - lam) * x[perm], y, y[perm], lam
-    k = db_range / 20.0  # x = 1 + dB / (db_range / 2), power = 10^(dB / 10) = 10^(k * (x - 1))
-    power = lam * torch.pow(10.0, k * (x - 1.0)) + (1.0 - lam) * torch.pow(10.0, k * (x[perm] - 1.0))
-    return (1.0 + torch.log10(power) / k).clamp_min(-1.0), y, y[perm], lam
+    power = lam * to_power(x, db_range) + (1.0 - lam) * to_power(x[perm], db_range)
+    return from_power(power, db_range).clamp_min(-1.0), y, y[perm], lam
 
 
 def beta_sample(alpha: float, g: torch.Generator) -> float:

@@ -41,7 +41,8 @@ def model_path(layout: Layout, name: str) -> Path:
 
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-SIDE_FILES = (".best", ".resume")  # <name>.best.pt and <name>.resume.pt belong to model <name>
+BEST, RESUME = ".best", ".resume"  # <name>.best.pt (--save-best) and <name>.resume.pt belong to model <name>
+SIDE_FILES = (BEST, RESUME)
 
 
 def valid_name(name: str) -> str:
@@ -52,7 +53,7 @@ def valid_name(name: str) -> str:
 
 
 def _is_model_file(p: Path) -> bool:
-    return p.suffix == SUFFIX and not p.name.endswith((".resume.pt",)) and not p.name.startswith(".")
+    return p.suffix == SUFFIX and not p.name.endswith(RESUME + SUFFIX) and not p.name.startswith(".")
 
 
 def list_models(layout: Layout) -> list[ModelInfo]:
@@ -92,12 +93,12 @@ def default_name(layout: Layout, infos: list[ModelInfo] | None = None) -> str | 
         if model_path(layout, name).is_file():
             return name
     infos = infos if infos is not None else list_models(layout)
-    usable = [i for i in infos if i.error is None and not i.name.endswith(".best")]
+    usable = [i for i in infos if i.error is None and not i.name.endswith(BEST)]
     return usable[0].name if usable else None
 
 
 def set_default(layout: Layout, name: str) -> None:
-    valid_name(name.removesuffix(".best"))  # a model's --save-best epoch may be the default too
+    valid_name(name.removesuffix(BEST))  # a model's --save-best epoch may be the default too
     if not model_path(layout, name).is_file():
         raise ModelError(f"no model named {name!r} in {layout.models}", "see `esc models` for the names")
     atomic_write_text(layout.models / DEFAULT_FILE, name + "\n")

@@ -25,6 +25,7 @@ from esccli.features import FeatureParams, params_basis
 from esccli.featurize import FeatureSet
 from esccli.models import ModelConfig, build_model, count_parameters, with_test_shifts
 from esccli.recipes import Recipe
+from esccli.store import BEST, RESUME, SUFFIX
 
 EVAL_BATCH = 64
 # fp32, or bf16 autocast for the training forward pass. Measured (python benchmarks/step_cost.py): on a CPU with
@@ -168,7 +169,10 @@ def check_recipe(recipe: Recipe, params: FeatureParams | None = None) -> None:
         raise EscError(f"mixup_power, eq_db and noise_db need features scaled in dB (scale 'db'), not {params.scale!r}")
 
 
-def check_save_best(recipe: Recipe, save_best: bool) -> None:
+def check_save_best(recipe: Recipe, save_best: bool, fold: int | None) -> None:
+    if save_best and fold is None:
+        raise EscError("--save-best picks an epoch by its score on the held-out fold; training on all folds has none",
+                       "use --fold K with --save-best")
     if save_best and recipe.members > 1:
         raise EscError("--save-best picks one epoch of one network; an ensemble has several",
                        "use --members 1 with --save-best")
@@ -228,14 +232,14 @@ def train(
     of them side by side in processes of `member_threads` threads each."""
     path = Path(path)
     check_recipe(recipe, fs.params)
-    check_save_best(recipe, save_best)
+    check_save_best(recipe, save_best, fold)
     if recipe.members > 1:
         from esccli.ensemble import train_ensemble
 
         return train_ensemble(fs, recipe, path, fold, seed, device, resume, name, command, precision,
                               jobs=member_jobs, threads=member_threads, on_epoch=on_epoch, on_step=on_step)
-    resume_path = path.with_suffix(".resume.pt")
-    best_path = path.with_suffix(".best.pt")
+    resume_path = path.with_suffix(RESUME + SUFFIX)
+    best_path = path.with_suffix(BEST + SUFFIX)
     train_idx, val_idx = split(fs, fold)
     precision = resolve_precision(precision, device, recipe.allow_bf16)
     mix_db = fs.params.top_db if recipe.mixup_power else 0.0  # augment.mixup mixes powers when > 0

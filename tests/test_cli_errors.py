@@ -59,9 +59,19 @@ def test_the_cli_offers_the_devices_the_core_knows():
         pick_device("gpu")  # for callers of the core that skip the CLI
 
 
-@pytest.mark.parametrize("extra", [["--cv"], ["--all"]])
-def test_save_best_needs_one_held_out_fold(extra):
-    assert_one_line_error(runner.invoke(app, ["train", "--save-best", *extra]), "--save-best", extra[0])
+@pytest.mark.parametrize("extra, says", [("--cv", "--cv has five"), ("--all", "training on all folds has none")])
+def test_save_best_needs_one_held_out_fold(extra, says):
+    assert_one_line_error(runner.invoke(app, ["train", "--save-best", extra]), "--save-best", says)
+
+
+def test_the_core_refuses_save_best_without_a_held_out_fold(synth_features, tmp_path):
+    from conftest import tiny_recipe
+    from esccli.errors import EscError
+    from esccli.train import train
+
+    with pytest.raises(EscError, match="training on all folds has none"):
+        train(synth_features, tiny_recipe(), tmp_path / "m.pt", fold=None, save_best=True)
+    assert not any(tmp_path.iterdir())
 
 
 def test_a_picture_too_large_to_draw_is_refused_before_reading(tmp_path):

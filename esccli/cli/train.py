@@ -60,9 +60,9 @@ def train(
         raise EscError(f"--fold says which fold to hold out; {'--cv holds out each' if cv else '--all holds out none'}",
                        f"drop --fold, or {'--cv' if cv else '--all'}")
     fold = 5 if fold is None else fold
-    if save_best and (cv or all_folds):
-        raise EscError(f"--save-best picks an epoch by its score on one held-out fold; {'--cv' if cv else '--all'} "
-                       "has " + ("five" if cv else "none"), "use --fold K with --save-best")
+    if save_best and cv:  # --all with --save-best: the core's check_save_best
+        raise EscError("--save-best picks an epoch by its score on one held-out fold; --cv has five",
+                       "use --fold K with --save-best")
     if arch is not None and arch not in ("escnet", "seed"):
         raise EscError(f"unknown architecture {arch!r}", "choose escnet or seed")
     preset = preset or ("seed" if arch == "seed" else "default")
@@ -73,7 +73,7 @@ def train(
         recipe = recipe.with_overrides(arch=arch, arch_args={})
     recipe = recipe.with_overrides(epochs=epochs, batch_size=batch_size, lr=lr, members=members,
                                     val_every=val_every)
-    check_save_best(recipe, save_best)
+    check_save_best(recipe, save_best, None if all_folds else fold)
     dev = pick_device(device.value)
     precision = resolve_precision(precision, dev, recipe.allow_bf16)
     if cv and jobs is not None and jobs > 5:
