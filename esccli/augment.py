@@ -93,6 +93,33 @@ def noise_floor(x: torch.Tensor, max_db: float, db_range: float, g: torch.Genera
     return from_power(to_power(x, db_range) + torch.pow(10.0, noise_db / 10.0), db_range).clamp(-1.0, 1.0)
 
 
+def reverb(x: torch.Tensor, max_s: float, db_range: float, frame_s: float, g: torch.Generator,
+           wet_db: tuple = (-12.0, 0.0), tilt: float = 0.5) -> torch.Tensor:
+    """Play each clip in a random room, roughly: every frame's mel power leaves an exponentially decaying tail
+    behind it (y[t] = x[t] + tail[t], tail[t] = a * tail[t - 1] + wet * (1 - a) * x[t]), with a reverberation time
+    (60 dB of decay) drawn uniformly up to `max_s` seconds, shorter by up to `tilt` at the top of the mel axis, as
+    rooms damp high frequencies faster, and a tail carrying wet_db dB (uniform) of the direct sound's energy. The
+    clip is then rescaled to peak at 0 dB, as every whole clip is. frame_s: the seconds between frames (hop /
+    sample rate); the features are dB scaled to [-1, 1] over `db_range` dB (FeatureParams.top_db)."""
+    if max_s <= 0:
+        return x
+    b, _, n_mels, frames = x.shape
+    rt60 = torch.rand(b, 1, 1, generator=g) * max_s  # [batch, 1, 1] s
+    rt60 = rt60 * (1.0 - tilt * torch.linspace(0.0, 1.0, n_mels)[None, :, None])  # [batch, n_mels, 1]
+    a = torch.pow(10.0, -6.0 * frame_s / rt60.clamp_min(1e-6))  # power kept per frame (60 dB = 10^-6 in rt60 s)
+    lo, hi = wet_db
+    wet = torch.pow(10.0, (lo + torch.rand(b, 1, 1, generator=g) * (hi - lo)) / 10.0)
+    power = to_power(x[:, 0], db_range)  # [batch, n_mels, frames]
+    feed = wet * (1.0 - a)
+    tails, tail = [], torch.zeros_like(power[..., 0:1])
+    for t in range(frames):
+        tail = a * tail + feed * power[..., t:t + 1]
+        tails.append(tail)
+    y = from_power(power + torch.cat(tails, dim=-1), db_range)[:, None]
+    y = y - (y.amax(dim=(1, 2, 3), keepdim=True) - 1.0)
+    return y.clamp_min(-1.0)
+
+
 def random_curve(batch: int, n_mels: int, max_db: float, points: int, g: torch.Generator) -> torch.Tensor:
     """A random gain curve in dB per clip, [batch, 1, n_mels, 1]: linear between `points` evenly spaced gains
     drawn uniformly in [-max_db, max_db]."""

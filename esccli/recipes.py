@@ -31,6 +31,7 @@ class Recipe:
     eq_db: float = 0.0  # a random filter on each crop (gains up to +-eq_db dB across the mel axis), then the crop
     # rescaled to peak at 0 dB like a whole clip (0: neither)
     noise_db: float = 0.0  # a noise floor added to each crop, its level up to this many dB above the floor (0: off)
+    reverb_s: float = 0.0  # each crop played in a random room, its reverberation time up to this many seconds (0: off)
     # score and save an exponential moving average of the weights, updated after every step with this decay
     # (0: off; the weights of the last step)
     ema_decay: float = 0.0
@@ -91,7 +92,8 @@ class Recipe:
         """What makes this recipe untrainable or makes one of its settings do nothing (empty when it is sound)."""
         out = [f"{k} must be at least {low}, not {getattr(self, k)}"
                for k, low in (("epochs", 1), ("batch_size", 1), ("members", 1), ("val_every", 1), ("stretch", 1.0),
-                              ("freq_shift", 0), ("eq_db", 0.0), ("noise_db", 0.0), ("crop_frames", 0),
+                              ("freq_shift", 0), ("eq_db", 0.0), ("noise_db", 0.0), ("reverb_s", 0.0),
+                              ("crop_frames", 0),
                               ("step_every", 1))
                if getattr(self, k) < low]
         if not self.lr > 0:
@@ -137,7 +139,7 @@ def _as_made(recipe: dict) -> dict:
 # bit for bit by a recipe that states them).
 LATER_FIELDS = {"stretch": 1.0, "freq_shift": 0, "members": 1, "member_variants": [{}], "val_every": 1,
                 "mixup_power": False, "eq_db": 0.0, "ema_decay": 0.0, "test_shifts": [0],
-                "noise_db": 0.0}
+                "noise_db": 0.0, "reverb_s": 0.0}
 
 NOT_IN_VARIANTS = {"arch", "arch_args", "features", "members", "member_variants", "val_every", "test_shifts"}
 PITCH_TEMPO = {"freq_shift": 4, "stretch": 1.25}  # the second member's augmentation (docs/ablation.md, round 3)

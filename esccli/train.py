@@ -165,8 +165,10 @@ def check_recipe(recipe: Recipe, params: FeatureParams | None = None) -> None:
     problems = recipe.problems()
     if problems:
         raise EscError(f"recipe: {'; '.join(problems)}")
-    if params is not None and (recipe.mixup_power or recipe.eq_db or recipe.noise_db) and params.scale != "db":
-        raise EscError(f"mixup_power, eq_db and noise_db need features scaled in dB (scale 'db'), not {params.scale!r}")
+    if params is not None and (recipe.mixup_power or recipe.eq_db or recipe.noise_db or recipe.reverb_s) \
+            and params.scale != "db":
+        raise EscError("mixup_power, eq_db, noise_db and reverb_s need features scaled in dB (scale 'db'), "
+                       f"not {params.scale!r}")
 
 
 def check_save_best(recipe: Recipe, save_best: bool, fold: int | None) -> None:
@@ -182,13 +184,15 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
 
 
-def augment_batch(x: torch.Tensor, recipe: Recipe, g: torch.Generator, db_range: float) -> torch.Tensor:
-    """A training batch's augmentations, in order; db_range: the dB span of the features' [-1, 1] (top_db)."""
+def augment_batch(x: torch.Tensor, recipe: Recipe, g: torch.Generator, params: FeatureParams) -> torch.Tensor:
+    """A training batch's augmentations, in order, on features made with `params`."""
+    db_range = params.top_db
     if recipe.crop_frames:
         x = augment.random_crop(x, recipe.crop_frames, g, recipe.crop_energy, recipe.stretch)
     x = augment.freq_shift(x, recipe.freq_shift, g)
     x = augment.random_eq(x, recipe.eq_db, db_range, g)
     x = augment.noise_floor(x, recipe.noise_db, db_range, g)
+    x = augment.reverb(x, recipe.reverb_s, db_range, params.hop_length / params.sample_rate, g)
     if recipe.time_roll:
         x = augment.random_roll(x, g)
     x = augment.mask_bands(x, recipe.freq_masks, recipe.freq_mask_width, 2, g)
@@ -304,7 +308,7 @@ def train(
             for step in range(steps):
                 td = time.perf_counter()
                 idx = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
-                xb = augment_batch(x_all[idx].float(), recipe, g, fs.params.top_db)
+                xb = augment_batch(x_all[idx].float(), recipe, g, fs.params)
                 xb, ya, yb, lam = augment.mixup(xb, y_all[idx], recipe.mixup_alpha, g, mix_db)
                 xb, ya, yb = xb.to(device), ya.to(device), yb.to(device)
                 if recipe.channels_last:
