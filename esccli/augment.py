@@ -98,8 +98,9 @@ def reverb(x: torch.Tensor, max_s: float, db_range: float, frame_s: float, g: to
     """Play each clip in a random room, roughly: every frame's mel power leaves an exponentially decaying tail
     behind it (y[t] = x[t] + tail[t], tail[t] = a * tail[t - 1] + wet * (1 - a) * x[t]), with a reverberation time
     (60 dB of decay) drawn uniformly up to `max_s` seconds, shorter by up to `tilt` at the top of the mel axis, as
-    rooms damp high frequencies faster, and a tail carrying wet_db dB (uniform) of the direct sound's energy. The
-    clip is then rescaled to peak at 0 dB, as every whole clip is. frame_s: the seconds between frames (hop /
+    rooms damp high frequencies faster, and a tail carrying wet_db dB (uniform) of the direct sound's energy. Only
+    what is above the features' floor echoes (silence stays silent), and a clip that the tails made louder than
+    0 dB is brought back to peak there, as every whole clip does. frame_s: the seconds between frames (hop /
     sample rate); the features are dB scaled to [-1, 1] over `db_range` dB (FeatureParams.top_db)."""
     if max_s <= 0:
         return x
@@ -110,14 +111,14 @@ def reverb(x: torch.Tensor, max_s: float, db_range: float, frame_s: float, g: to
     lo, hi = wet_db
     wet = torch.pow(10.0, (lo + torch.rand(b, 1, 1, generator=g) * (hi - lo)) / 10.0)
     power = to_power(x[:, 0], db_range)  # [batch, n_mels, frames]
-    feed = wet * (1.0 - a)
+    sound = (power - to_power(torch.tensor(-1.0), db_range)).clamp_min(0.0)  # the power above the floor
+    feed = wet * (1.0 - a) * sound
     tails, tail = [], torch.zeros_like(power[..., 0:1])
     for t in range(frames):
-        tail = a * tail + feed * power[..., t:t + 1]
+        tail = a * tail + feed[..., t:t + 1]
         tails.append(tail)
     y = from_power(power + torch.cat(tails, dim=-1), db_range)[:, None]
-    y = y - (y.amax(dim=(1, 2, 3), keepdim=True) - 1.0)
-    return y.clamp_min(-1.0)
+    return (y - (y.amax(dim=(1, 2, 3), keepdim=True) - 1.0).clamp_min(0.0)).clamp_min(-1.0)
 
 
 def random_curve(batch: int, n_mels: int, max_db: float, points: int, g: torch.Generator) -> torch.Tensor:

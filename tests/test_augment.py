@@ -183,6 +183,36 @@ def test_noise_floor_fills_silence_with_a_quiet_background_and_leaves_loud_bins(
     assert torch.equal(g_off.get_state(), torch.Generator().manual_seed(0).get_state())
 
 
+def test_reverb_leaves_a_decaying_tail_after_each_sound_and_nothing_before_it():
+    x = torch.full((64, 1, 16, 60), -1.0)  # silence (the floor, -80 dB with top_db 80)...
+    x[:, :, :, 10] = 1.0  # ...but for a 0 dB click in frame 10
+    g = torch.Generator().manual_seed(0)
+    y = augment.reverb(x, 1.0, 80.0, 0.02, g)  # reverberation times up to 1 s, frames 20 ms apart
+    assert y.shape == x.shape and torch.allclose(y.amax(dim=(1, 2, 3)), torch.ones(64))  # rescaled to peak at 0 dB
+    assert torch.equal(y[..., :10], x[..., :10])  # nothing before the sound: silence does not echo
+    db = (y[:, 0, :, 11:] - 1) * 40  # [clips, mels, frames] dB of the tail after the click
+    assert (db[:, 0, 0] > -70.0).float().mean() > 0.8  # nearly every clip gets a tail (some rooms are dry)...
+    long = (db[:, :, 3] > -60.0).all(dim=1)  # the clips whose tails are far above the floor for 4 frames...
+    steps = db[long, :, :4].diff(dim=2)  # ...decay by the same dB each frame
+    assert long.sum() > 20 and (steps < 0).all() and torch.allclose(steps[..., 0], steps[..., 2], atol=0.05)
+    rate = -steps[..., 0]  # [clips, mels] dB per frame: 60 dB per reverberation time, of 20 ms frames
+    assert (rate[:, 0] >= 60 * 0.02 / 1.0 - 1e-3).all()  # at most 1 s at the bottom of the mel axis...
+    assert (rate[:, -1] > rate[:, 0]).all()  # ...and shorter at the top, where rooms damp more
+    assert rate[:, 0].min() < 2.0 and rate[:, 0].max() > 6.0  # times drawn across the range, clip by clip
+    # the whole tail's energy (its first frame's over the share of the tail that frame holds, 1 - a), re the click
+    # (the tails between -12 and 0 dB of it; the click brought down by up to 3 dB when the tail peaks with it)
+    level = db[long, 0, 0] + rate[:, 0] - 10 * torch.log10(1 - torch.pow(10.0, -rate[:, 0] / 10))
+    assert (level > -15.01).all() and (level < 0.01).all() and level.max() - level.min() > 6.0
+    assert not torch.equal(augment.reverb(x, 1.0, 80.0, 0.02, g), y)  # a new draw
+    g_off = torch.Generator().manual_seed(0)
+    silent, quiet = torch.full((2, 1, 4, 8), -1.0), torch.full((2, 1, 4, 8), 0.5)  # no sound; -20 dB everywhere
+    assert torch.equal(augment.reverb(silent, 1.0, 80.0, 0.02, g), silent)  # stays silent, not brought up
+    louder = augment.reverb(quiet, 1.0, 80.0, 0.02, g)
+    assert (louder >= quiet).all() and (louder[..., 1:] > quiet[..., 1:]).all() and (louder < 1.0).all()  # not up to 0 dB
+    assert torch.equal(augment.reverb(x, 0.0, 80.0, 0.02, g_off), x)  # off: the clip as is, and no draw
+    assert torch.equal(g_off.get_state(), torch.Generator().manual_seed(0).get_state())
+
+
 @pytest.mark.parametrize("args", [{}, {"pool": "max"}, {"stem_pool": [2, 4]}, {"stem_pool": [4, 2]},
                                   {"head": "mean", "channels": [8, 16, 32, 64]}])
 def test_escnet_variants_take_any_length(args):
