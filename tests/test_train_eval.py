@@ -447,6 +447,7 @@ def test_a_recipe_with_a_setting_that_would_do_nothing_is_refused_before_trainin
                       (dict(members=2, member_variants=[{}, "pitch"]), "member 2: a variant is a dict"),
                       (dict(eq_db=-3), "eq_db must be at least 0.0"),
                       (dict(noise_db=-1), "noise_db must be at least 0.0"),
+                      (dict(reverb_s=-0.5), "reverb_s must be at least 0.0"),
                       (dict(lr=0.0), "lr must be above 0"),
                       (dict(ema_decay=1.0), "ema_decay must be at least 0 and below 1"),
                       (dict(test_shifts=[]), "test_shifts must be a non-empty list"),
@@ -456,7 +457,7 @@ def test_a_recipe_with_a_setting_that_would_do_nothing_is_refused_before_trainin
         with pytest.raises(EscError, match=says):
             train(synth_features, tiny_recipe(**bad), tmp_path / "m.pt", fold=5)
     image = dataclasses.replace(synth_features, params=dataclasses.replace(synth_features.params, scale="image"))
-    for needs_db in (dict(eq_db=6.0), dict(eq_db=0.0, noise_db=40.0),
+    for needs_db in (dict(eq_db=6.0), dict(eq_db=0.0, noise_db=40.0), dict(eq_db=0.0, reverb_s=1.0),
                      dict(eq_db=0.0, mixup_power=True, mixup_alpha=0.4)):  # all read dB
         with pytest.raises(EscError, match="need features scaled in dB"):
             train(image, tiny_recipe(**needs_db), tmp_path / "m.pt", fold=5)
