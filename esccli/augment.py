@@ -96,11 +96,11 @@ def noise_floor(x: torch.Tensor, max_db: float, db_range: float, g: torch.Genera
 def reverb(x: torch.Tensor, max_s: float, db_range: float, frame_s: float, g: torch.Generator,
            wet_db: tuple = (-12.0, 0.0), tilt: float = 0.5) -> torch.Tensor:
     """Play each clip in a random room, roughly: every frame's mel power leaves an exponentially decaying tail
-    behind it (y[t] = x[t] + tail[t], tail[t] = a * tail[t - 1] + wet * (1 - a) * x[t]), with a reverberation time
-    (60 dB of decay) drawn uniformly up to `max_s` seconds, shorter by up to `tilt` at the top of the mel axis, as
-    rooms damp high frequencies faster, and a tail carrying wet_db dB (uniform) of the direct sound's energy. Only
-    what is above the features' floor echoes (silence stays silent), and a clip that the tails made louder than
-    0 dB is brought back to peak there, as every whole clip does. frame_s: the seconds between frames (hop /
+    behind it (in power, y[t] = x[t] + tail[t], tail[t] = a * tail[t - 1] + wet * (1 - a) * x[t]), with a
+    reverberation time (60 dB of decay) drawn uniformly up to `max_s` seconds, and (1 - tilt) times as long at the
+    top of the mel axis, linearly in between, as rooms damp high frequencies faster, and a tail carrying wet_db dB
+    (uniform) of the direct sound's energy. Only what is above the features' floor echoes (silence stays silent),
+    and a clip that the tails made louder than 0 dB is brought back to peak there, as every whole clip does. frame_s: the seconds between frames (hop /
     sample rate); the features are dB scaled to [-1, 1] over `db_range` dB (FeatureParams.top_db)."""
     if max_s <= 0:
         return x

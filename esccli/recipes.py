@@ -93,8 +93,7 @@ class Recipe:
         out = [f"{k} must be at least {low}, not {getattr(self, k)}"
                for k, low in (("epochs", 1), ("batch_size", 1), ("members", 1), ("val_every", 1), ("stretch", 1.0),
                               ("freq_shift", 0), ("eq_db", 0.0), ("noise_db", 0.0), ("reverb_s", 0.0),
-                              ("crop_frames", 0),
-                              ("step_every", 1))
+                              ("crop_frames", 0), ("step_every", 1))
                if getattr(self, k) < low]
         if not self.lr > 0:
             out.append(f"lr must be above 0, not {self.lr}: at 0 nothing is learnt")
