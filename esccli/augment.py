@@ -100,8 +100,8 @@ def reverb(x: torch.Tensor, max_s: float, db_range: float, frame_s: float, g: to
     reverberation time (60 dB of decay) drawn uniformly up to `max_s` seconds, and (1 - tilt) times as long at the
     top of the mel axis, linearly in between, as rooms damp high frequencies faster, and a tail carrying wet_db dB
     (uniform) of the direct sound's energy. Only what is above the features' floor echoes (silence stays silent),
-    and a clip that the tails made louder than 0 dB is brought back to peak there, as every whole clip does. frame_s: the seconds between frames (hop /
-    sample rate); the features are dB scaled to [-1, 1] over `db_range` dB (FeatureParams.top_db)."""
+    and a clip that the tails made louder than 0 dB is brought back to peak there, as every whole clip does.
+    frame_s: the seconds between frames (hop / sample rate); the features are dB scaled to [-1, 1] over `db_range` dB (FeatureParams.top_db)."""
     if max_s <= 0:
         return x
     b, _, n_mels, frames = x.shape
