@@ -101,7 +101,8 @@ def reverb(x: torch.Tensor, max_s: float, db_range: float, frame_s: float, g: to
     top of the mel axis, linearly in between, as rooms damp high frequencies faster, and a tail carrying wet_db dB
     (uniform) of the direct sound's energy. Only what is above the features' floor echoes (silence stays silent),
     and a clip that the tails made louder than 0 dB is brought back to peak there, as every whole clip does.
-    frame_s: the seconds between frames (hop / sample rate); the features are dB scaled to [-1, 1] over `db_range` dB (FeatureParams.top_db)."""
+    frame_s: the seconds between frames (hop / sample rate); the features are dB scaled to [-1, 1] over `db_range`
+    dB (FeatureParams.top_db)."""
     if max_s <= 0:
         return x
     b, _, n_mels, frames = x.shape
