@@ -112,7 +112,7 @@ def reverb(x: torch.Tensor, max_s: float, db_range: float, frame_s: float, g: to
     lo, hi = wet_db
     wet = torch.pow(10.0, (lo + torch.rand(b, 1, 1, generator=g) * (hi - lo)) / 10.0)
     power = to_power(x[:, 0], db_range)  # [batch, n_mels, frames]
-    sound = (power - to_power(torch.tensor(-1.0), db_range)).clamp_min(0.0)  # the power above the floor
+    sound = (power - 10.0 ** (-db_range / 10.0)).clamp_min(0.0)  # the power above the floor (-db_range dB)
     feed = wet * (1.0 - a) * sound
     tails, tail = [], torch.zeros_like(power[..., 0:1])
     for t in range(frames):

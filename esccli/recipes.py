@@ -140,6 +140,8 @@ LATER_FIELDS = {"stretch": 1.0, "freq_shift": 0, "members": 1, "member_variants"
                 "mixup_power": False, "eq_db": 0.0, "ema_decay": 0.0, "test_shifts": [0],
                 "noise_db": 0.0, "reverb_s": 0.0}
 
+# the augmentations that read the features as dB (they work on power): features scaled otherwise are refused
+READS_DB = ("mixup_power", "eq_db", "noise_db", "reverb_s")
 NOT_IN_VARIANTS = {"arch", "arch_args", "features", "members", "member_variants", "val_every", "test_shifts"}
 PITCH_TEMPO = {"freq_shift": 4, "stretch": 1.25}  # the second member's augmentation (docs/ablation.md, round 3)
 EQ_DB = 6.0  # random filters of up to +-6 dB across the mel axis: +4.10 points for the fast preset (round 5)

@@ -24,7 +24,7 @@ from esccli.errors import EscError, ModelError
 from esccli.features import FeatureParams, params_basis
 from esccli.featurize import FeatureSet
 from esccli.models import ModelConfig, build_model, count_parameters, with_test_shifts
-from esccli.recipes import Recipe
+from esccli.recipes import READS_DB, Recipe
 from esccli.store import BEST, RESUME, SUFFIX
 
 EVAL_BATCH = 64
@@ -165,10 +165,9 @@ def check_recipe(recipe: Recipe, params: FeatureParams | None = None) -> None:
     problems = recipe.problems()
     if problems:
         raise EscError(f"recipe: {'; '.join(problems)}")
-    if params is not None and (recipe.mixup_power or recipe.eq_db or recipe.noise_db or recipe.reverb_s) \
-            and params.scale != "db":
-        raise EscError("mixup_power, eq_db, noise_db and reverb_s need features scaled in dB (scale 'db'), "
-                       f"not {params.scale!r}")
+    reads_db = [k for k in READS_DB if getattr(recipe, k)]
+    if params is not None and reads_db and params.scale != "db":
+        raise EscError(f"{', '.join(reads_db)} need features scaled in dB (scale 'db'), not {params.scale!r}")
 
 
 def check_save_best(recipe: Recipe, save_best: bool, fold: int | None) -> None:

@@ -214,6 +214,20 @@ def test_reverb_leaves_a_decaying_tail_after_each_sound_and_nothing_before_it():
     assert torch.equal(g_off.get_state(), torch.Generator().manual_seed(0).get_state())
 
 
+def test_a_training_batch_gets_the_reverb_at_the_features_frame_rate():
+    from esccli.features import FeatureParams
+    from esccli.recipes import Recipe
+    from esccli.train import augment_batch
+    x = torch.rand(8, 1, 16, 40) * 2 - 1
+    params = FeatureParams(hop_length=320, sample_rate=16000)  # 20 ms frames
+    plain = Recipe(crop_frames=0, freq_masks=0, time_masks=0)
+    room = Recipe(crop_frames=0, freq_masks=0, time_masks=0, reverb_s=0.7)
+    assert torch.equal(augment_batch(x, plain, torch.Generator().manual_seed(2), params), x)
+    expected = augment.reverb(x, 0.7, params.top_db, 0.02, torch.Generator().manual_seed(2))
+    assert torch.equal(augment_batch(x, room, torch.Generator().manual_seed(2), params), expected)
+    assert not torch.equal(expected, x)
+
+
 @pytest.mark.parametrize("args", [{}, {"pool": "max"}, {"stem_pool": [2, 4]}, {"stem_pool": [4, 2]},
                                   {"head": "mean", "channels": [8, 16, 32, 64]}])
 def test_escnet_variants_take_any_length(args):
