@@ -24,6 +24,7 @@ from esccli.fsutil import atomic_write
 
 FORMAT = "esc-model"
 FORMAT_VERSION = 1
+ZIP_MAGIC = b"PK\x03\x04"  # what every file torch.save writes starts with (a zip archive)
 
 
 @dataclass
@@ -95,6 +96,9 @@ def read(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"no model file at {path}")
+    with open(path, "rb") as f:
+        if f.read(len(ZIP_MAGIC)) != ZIP_MAGIC:  # a sound, a text...: not torch's format (a zip) at all
+            raise ModelError(f"{path}: not a model file")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -115,6 +119,9 @@ def read(path: Path) -> dict:
             raise ModelError(f"{path}: model file lacks its {key!r} entry")
     if state_checksum(blob["state_dict"], blob.get("mel_basis")) != blob["state_sha256"]:
         raise ModelError(f"{path}: the weights do not match their checksum (the file is damaged)")
+    if not all(torch.isfinite(t).all() for t in blob["state_dict"].values() if t.is_floating_point()):
+        raise ModelError(f"{path}: some of its weights are not finite numbers (its training diverged), so it "
+                         "cannot predict anything", "train it again with a lower --lr")
     return blob
 
 

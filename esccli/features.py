@@ -128,6 +128,9 @@ def log_mel(waves: np.ndarray, params: FeatureParams) -> np.ndarray:
     db = 10.0 * torch.log10(mel.clamp_min(AMIN))
     ref = db.amax(dim=(1, 2), keepdim=True)  # ref = the clip's loudest bin (power_to_db's ref=np.max)
     db = (db - ref).clamp_min(-params.top_db)  # 0 dB at the top, floor at -top_db
+    # a silent clip (every bin at the power floor) stays at the floor, not at its own "loudest" 0 dB
+    silent = mel.amax(dim=(1, 2), keepdim=True) <= AMIN
+    db = torch.where(silent, torch.full_like(db, -params.top_db), db)
     out = scale(db, params).numpy()
     return out[0] if single else out
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from esccli.audio import audio_info, load_audio, stream_audio
 from esccli.errors import EscError
-from esccli.features import FeatureParams, log_mel, mel_basis
+from esccli.features import AMIN, FeatureParams, log_mel, mel_basis
 from esccli.fsutil import atomic_write
 
 MAX_COLUMNS = 2000  # a long recording is max-pooled in time to at most this many columns (short events stay visible)
@@ -30,6 +30,8 @@ def check_output(out_png: Path | str) -> Path:
     out = Path(out_png)
     if out.is_dir():
         raise EscError(f"{out}: is a folder", "give a file name such as picture.png")
+    if out.suffix.lower() != ".png":
+        raise EscError(f"{out}: esc draws PNG pictures only", f"name the output {out.stem}.png")
     parent = out.parent
     if not parent.exists():
         raise EscError(f"{parent}: no such folder", "create it first or choose another output path")
@@ -131,7 +133,10 @@ def spectrogram_figure(path: Path | str, params: FeatureParams, out_png: Path | 
     path = Path(path)
     check_output(out_png)
     power, factor, frames = mel_power(path, params)
-    db = librosa.power_to_db(power, ref=np.max, top_db=params.top_db)
+    if power.max() > AMIN:
+        db = librosa.power_to_db(power, ref=np.max, amin=AMIN, top_db=params.top_db)
+    else:  # silence: drawn at the floor, not at its own loudest point
+        db = np.full_like(power, -params.top_db)
     # column j covers frames j*factor .. (j+1)*factor - 1, and frame i is centred on sample i*hop
     frame_seconds = params.hop_length / params.sample_rate
     first = np.arange(db.shape[1]) * factor

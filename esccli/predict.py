@@ -27,7 +27,7 @@ import numpy as np
 
 from esccli.audio import STREAM_BLOCK_SECONDS, AudioBytes, audio_info, stream_audio
 from esccli.classes import CLASS_NAMES, category_of
-from esccli.errors import AudioError
+from esccli.errors import AudioError, EscError
 
 DEFAULT_TOP_K = 3
 DEFAULT_BATCH_SIZE = 32  # windows per forward pass (a 5 s window is 320 KB of samples)
@@ -347,6 +347,9 @@ def predict_files(sources: Iterable[Source], loaded, top_k: int = DEFAULT_TOP_K,
     window = params.clip_samples
     sr = params.sample_rate
     hop = max(1, int(round((hop_seconds if hop_seconds is not None else HOP_FRACTION * params.clip_seconds) * sr)))
+    if hop > window:
+        raise EscError(f"a hop of {hop_seconds:g} s is longer than the model's {params.clip_seconds:g} s windows: "
+                       "the audio between them would never be heard", f"use --hop {params.clip_seconds:g} or less")
     if device is None:
         device = next(loaded.model.parameters()).device
     sources = sources if isinstance(sources, list) else list(sources)

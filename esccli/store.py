@@ -46,7 +46,9 @@ SIDE_FILES = (BEST, RESUME)
 
 
 def valid_name(name: str) -> str:
-    if not NAME.fullmatch(name or "") or name == BUILTIN_NAME or name.endswith(SIDE_FILES):
+    if name == BUILTIN_NAME:
+        raise ModelError(f"{BUILTIN_NAME!r} is the name of the built-in model", "choose another name")
+    if not NAME.fullmatch(name or "") or name.endswith(SIDE_FILES):
         raise ModelError(f"bad model name {name!r}", "use letters, digits, '-', '_' and '.', starting with a letter "
                          f"or digit, not ending in {' or '.join(SIDE_FILES)}")
     return name
@@ -87,10 +89,12 @@ def _members(model: dict) -> dict:
 
 
 def default_name(layout: Layout, infos: list[ModelInfo] | None = None) -> str | None:
+    """The name of the model predict and eval use when none is given: the marked one (BUILTIN_NAME when the
+    built-in model is marked), else the newest stored one; None when the store is empty."""
     marked = layout.models / DEFAULT_FILE
     if marked.is_file():
         name = marked.read_text().strip()
-        if model_path(layout, name).is_file():
+        if model_path(layout, name).is_file() or (name == BUILTIN_NAME and BUILTIN_PATH.is_file()):
             return name
     infos = infos if infos is not None else list_models(layout)
     usable = [i for i in infos if i.error is None and not i.name.endswith(BEST)]
@@ -98,8 +102,13 @@ def default_name(layout: Layout, infos: list[ModelInfo] | None = None) -> str | 
 
 
 def set_default(layout: Layout, name: str) -> None:
-    valid_name(name.removesuffix(BEST))  # a model's --save-best epoch may be the default too
-    if not model_path(layout, name).is_file():
+    """Mark a stored model, or the built-in one (BUILTIN_NAME), as the one predict and eval use."""
+    if name == BUILTIN_NAME:
+        if not BUILTIN_PATH.is_file():
+            raise ModelError("this installation of esc has no built-in model")
+    else:
+        valid_name(name.removesuffix(BEST))  # a model's --save-best epoch may be the default too
+    if name != BUILTIN_NAME and not model_path(layout, name).is_file():
         raise ModelError(f"no model named {name!r} in {layout.models}", "see `esc models` for the names")
     atomic_write_text(layout.models / DEFAULT_FILE, name + "\n")
 
@@ -108,6 +117,8 @@ def resolve(layout: Layout, name_or_path: str | None) -> tuple[Path, bool]:
     """(model file, is_builtin) for a name, a path, or None (the default)."""
     if name_or_path in (None, ""):
         name = default_name(layout)
+        if name == BUILTIN_NAME:
+            return BUILTIN_PATH, True
         if name:
             return model_path(layout, name), False
         if BUILTIN_PATH.is_file():

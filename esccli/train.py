@@ -59,6 +59,10 @@ class TrainingInterrupted(EscError):
     exit_code = 130
 
 
+class TrainingDiverged(EscError):
+    """The loss became inf or NaN: the weights are lost, and saving them would make a model that predicts nothing."""
+
+
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -327,6 +331,10 @@ def train(
                 if ema:
                     ema.update_parameters(model)
                 loss_sum += loss.item()
+                if not math.isfinite(loss_sum):
+                    raise TrainingDiverged(
+                        f"training diverged in epoch {epoch + 1}: the loss is no longer a finite number, so no model "
+                        f"was saved (learning rate {lr:.2g} at that step)", "train again with a lower --lr")
                 if on_step:
                     on_step(step + 1, steps)
             val_loss = val_acc = last_step_acc = None

@@ -103,3 +103,27 @@ def test_train_finds_an_unusable_data_dir_before_training(tmp_path, monkeypatch)
 @pytest.mark.parametrize("extra", [["--cv"], ["--all"]])
 def test_fold_is_refused_where_it_would_be_ignored(extra):
     assert_one_line_error(runner.invoke(app, ["train", "--fold", "3", *extra]), "--fold", extra[0])
+
+
+@pytest.mark.parametrize("args, says", [
+    (["predict", "--top-k", "0", "x.wav"], "'--top-k'"),
+    (["predict", "--format", "xml", "x.wav"], "'xml'"),
+    (["trian"], "No such command 'trian'"),
+    (["--bogus"], "No such option: --bogus"),
+])
+def test_command_line_mistakes_are_one_line_saying_where_to_look(args, says):
+    r = runner.invoke(app, args)
+    assert_one_line_error(r, says, "-h`")
+    assert r.exit_code == 2 and "Usage:" not in r.output
+
+
+def test_a_zero_learning_rate_is_refused_before_the_features_are_built(esc_home):
+    assert_one_line_error(runner.invoke(app, ["train", "--lr", "0"]), "lr must be above 0")
+    assert not (esc_home / "features").exists() and not (esc_home / "ESC-50").exists()
+
+
+def test_no_blank_line_on_stderr_when_it_is_not_a_terminal():
+    # CliRunner's stderr is not a terminal: a progress bar there would only leave a blank line
+    with common.progress_bar() as bar:
+        bar.add_task("x", total=3)
+    assert bar.disable

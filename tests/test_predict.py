@@ -269,13 +269,16 @@ def test_long_recording_timeline(model, tmp_path):
 
 def test_hop_option(model, tmp_path):
     path = write(tmp_path / "ten.wav", sound(B, 10.0), SR)
-    for hop, n in [(None, 19), (1.0, 10), (0.25, 37), (3.0, 4)]:
+    for hop, n in [(None, 19), (1.0, 10), (0.25, 37)]:
         r = run(model, path, "--json", "--windows", *(["--hop", hop] if hop else []))
         [rec] = json.loads(r.stdout)
         starts = [w["start"] for w in rec["windows"]]
         assert len(starts) == n == len(core.window_starts(10 * SR, SR, int((hop or 0.5) * SR))), hop
         assert np.allclose(np.diff(starts), hop or 0.5)
     assert run(model, path, "--hop", "0").exit_code == 2  # a usage error
+    # longer than the model's 1 s window: the audio between windows would never be heard
+    assert_one_line_error(run(model, path, "--hop", "1.5"), "hop of 1.5 s is longer than the model's 1 s windows",
+                          "--hop 1 or less")
 
 
 def test_stdin(model, tmp_path):
@@ -430,7 +433,7 @@ def test_bad_model_path(tmp_path):
     assert_one_line_error(run(tmp_path / "nope" / "model.pt", clip), "no model file at")
     junk = tmp_path / "junk.pt"
     junk.write_text("not a model")
-    assert_one_line_error(run(junk, clip), "junk.pt")
+    assert_one_line_error(run(junk, clip), "junk.pt", "not a model file")
     assert_one_line_error(run("no-such-name", clip), "no model named")
 
 
@@ -454,3 +457,31 @@ def test_builtin_model_says_so(model, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "using the built-in model" in r.stderr
     assert json.loads(r.stdout)[0]["top"][0]["class"] == A
+
+
+def test_the_builtin_model_can_be_named_and_made_the_default_again(model, tmp_path, monkeypatch, esc_home):
+    from esccli import store
+    from esccli.paths import layout
+
+    builtin = tmp_path / "esc-default.pt"
+    shutil.copy(model, builtin)
+    monkeypatch.setattr(store, "BUILTIN_PATH", builtin)
+    (esc_home / "models").mkdir(parents=True)
+    shutil.copy(model, esc_home / "models" / "mine.pt")
+    clip = write(tmp_path / "x.wav", sound(A, 1.0), SR)
+
+    r = runner.invoke(app, ["predict", str(clip), "--json"])  # the newest trained model is the default
+    assert r.exit_code == 0 and "using the default model" in r.stderr and "-m builtin" in r.stderr, r.output
+    r = runner.invoke(app, ["predict", "-m", "builtin", str(clip), "--json"])
+    assert r.exit_code == 0 and "using the built-in model" in r.stderr, r.output
+
+    r = runner.invoke(app, ["models", "--default", "builtin"])
+    assert r.exit_code == 0 and (esc_home / "models" / "DEFAULT").read_text().strip() == "builtin", r.output
+    assert "predict and eval use the built-in model" in r.stderr
+    assert store.resolve(layout(esc_home), None) == (builtin, True)
+    r = runner.invoke(app, ["predict", str(clip), "--json"])
+    assert r.exit_code == 0 and "using the built-in model" in r.stderr, r.output
+
+    assert runner.invoke(app, ["models", "--default", "mine"]).exit_code == 0
+    assert store.resolve(layout(esc_home), None) == (esc_home / "models" / "mine.pt", False)
+    assert_one_line_error(runner.invoke(app, ["train", "--name", "builtin"]), "'builtin' is the name of the built-in model")

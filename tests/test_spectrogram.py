@@ -147,6 +147,26 @@ def test_not_audio(tmp_path, raw):
     assert not (tmp_path / "x.png").exists()
 
 
+def test_silence_is_drawn_at_the_floor_not_at_full_loudness(tmp_path):
+    import matplotlib
+
+    src = write(tmp_path / "silent.wav", np.zeros(22050, np.float32), 22050)
+    for preset in PRESETS.values():  # what the network sees: the bottom of its scale
+        assert np.all(log_mel(np.zeros(preset.clip_samples, np.float32), preset) == (-1.0 if preset.scale == "db" else 0.0))
+    r = run(src, "--raw", "-o", tmp_path / "raw.png")
+    assert r.exit_code == 0, r.output
+    assert np.all(read_png(tmp_path / "raw.png") == 0.0)  # black
+    r = run(src, "-o", tmp_path / "pic.png", *SMALL)
+    assert r.exit_code == 0, r.output
+    middle = read_png(tmp_path / "pic.png")[40, 40, :3]  # inside the axes
+    np.testing.assert_allclose(middle, matplotlib.colormaps[plotting.COLORMAP](0.0)[:3], atol=0.02)
+
+
+def test_only_png_pictures_are_written(tmp_path, wav):
+    assert_one_line_error(run(wav, "-o", tmp_path / "x.jpg"), "PNG pictures only", "x.png")
+    assert not (tmp_path / "x.jpg").exists()
+
+
 def test_output_folder_missing(tmp_path, wav):
     assert_one_line_error(run(wav, "-o", tmp_path / "no" / "such" / "x.png"), "no such folder")
     assert not (tmp_path / "no").exists()

@@ -322,6 +322,32 @@ def test_damaged_and_foreign_model_files_are_refused(trained_model, tmp_path):
     with pytest.raises(ModelError, match="not an esc model"):
         checkpoint.load(not_model)
 
+    for junk in (b"RIFF....WAVEfmt ", bytes(range(256)) * 8, b"just some text\n"):  # not a false alarm about code
+        other = tmp_path / "other.pt"
+        other.write_bytes(junk)
+        with pytest.raises(ModelError, match="not a model file"):
+            checkpoint.load(other)
+
+
+def test_a_model_whose_weights_are_not_finite_is_refused(trained_model, tmp_path):
+    blob = checkpoint.read(trained_model)
+    state = {k: v.clone() for k, v in blob["state_dict"].items()}
+    state[next(k for k, v in state.items() if v.is_floating_point())].view(-1)[0] = float("nan")
+    blob["state_dict"], blob["state_sha256"] = state, checkpoint.state_checksum(state, blob.get("mel_basis"))
+    broken = tmp_path / "nan.pt"
+    torch.save(blob, broken)
+    with pytest.raises(ModelError, match="not finite numbers") as e:
+        checkpoint.load(broken)
+    assert "--lr" in str(e.value)
+
+
+def test_training_that_diverges_stops_and_saves_no_model(synth_features, tmp_path):
+    path = tmp_path / "m.pt"
+    with pytest.raises(train_module.TrainingDiverged, match="epoch 1: the loss is no longer a finite number") as e:
+        train(synth_features, tiny_recipe(lr=1e30, epochs=2), path, fold=5, seed=0)
+    assert "lower --lr" in str(e.value)
+    assert not path.exists()
+
 
 class _Evil:
     def __init__(self, marker):
@@ -380,9 +406,11 @@ def test_store_default_and_names(trained_model, esc_home):
         store.set_default(L, "zzz")
     with pytest.raises(ModelError):
         store.valid_name("../x")
-    for bad in ("a b", "x:y", ".x", "-x", "x.best", "x.resume", "", "builtin"):  # x.best: model x's --save-best file
+    for bad in ("a b", "x:y", ".x", "-x", "x.best", "x.resume", ""):  # x.best: model x's --save-best file
         with pytest.raises(ModelError, match="bad model name"):
             store.valid_name(bad)
+    with pytest.raises(ModelError, match="'builtin' is the name of the built-in model"):
+        store.valid_name("builtin")
     assert [store.valid_name(n) for n in ("fast-fold1", "m_2.v3")] == ["fast-fold1", "m_2.v3"]
     with pytest.raises(ModelError, match="bad model name"):
         store.set_default(L, "../a")

@@ -10,21 +10,47 @@ from typing import Optional
 import typer
 from typer.core import TyperGroup
 
+try:  # typer 0.2x carries its own copy of click; older typers use the click package
+    from typer._click.exceptions import UsageError
+except ImportError:
+    from click.exceptions import UsageError
+
 from esccli import __version__
 from esccli.cli import common
 from esccli.errors import EscError
 
 
+class OneLineUsageError(UsageError):
+    """A mistake on the command line (an unknown option or command, a value out of range), shown as one red line
+    that says where to look, instead of click's usage block; exit code 2 as click's."""
+
+    def show(self, file=None) -> None:
+        where = f" (see `{self.ctx.command_path} -h`)" if self.ctx else ""
+        common.error_line(self.format_message() + where)
+
+
+def _one_line(e: UsageError) -> OneLineUsageError:
+    return OneLineUsageError(e.format_message(), e.ctx)
+
+
 class EscGroup(TyperGroup):
-    """Turns our own errors, and the machine's refusals (OSError, MemoryError), into one red line and an exit code;
-    keeps commands in definition order."""
+    """Turns our own errors, command-line mistakes and the machine's refusals (OSError, MemoryError) into one red
+    line and an exit code; keeps commands in definition order."""
 
     def list_commands(self, ctx):
         return list(self.commands)
 
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except UsageError as e:  # the group's own options
+            raise _one_line(e) from None
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except UsageError as e:  # a subcommand's name, options or arguments
+            raise _one_line(e) from None
         except EscError as e:
             common.error_line(str(e))
             raise typer.Exit(e.exit_code) from None

@@ -63,9 +63,11 @@ def dim_line(message: str) -> None:
 
 
 def progress_bar(transient: bool = True):
-    """A Rich progress bar on stderr with count, rate and time left."""
+    """A Rich progress bar on stderr with count, rate and time left; off when stderr is not a terminal (a bar that
+    cannot animate would only leave a blank line)."""
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
     return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=transient)
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=transient,
+                    disable=not err.is_terminal)

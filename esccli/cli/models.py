@@ -25,9 +25,15 @@ def models(
     if as_json:
         common.print_json([{**i.__dict__, "path": str(i.path)} for i in infos])
         return
+    if builtin and (not infos or store.default_name(layout, infos) == store.BUILTIN_NAME):
+        common.err.print(f"predict and eval use the built-in model (`-m {store.BUILTIN_NAME}`)"
+                         + ("; train one with `esc train`" if not infos else ""), soft_wrap=True)
+    elif not infos:
+        common.err.print("no trained models; train one with `esc train`", soft_wrap=True)
+    elif builtin:
+        common.dim_line(f"the built-in model is `-m {store.BUILTIN_NAME}`; "
+                        f"`esc models --default {store.BUILTIN_NAME}` makes it the default again")
     if not infos:
-        common.err.print("no trained models" + (" (predict uses the built-in model)" if builtin else "")
-                         + "; train one with `esc train`")
         return
     t = Table(title=f"models in {layout.models}")
     for col in ("", "name", "arch", "held-out fold", "accuracy", "epochs", "created"):

@@ -38,7 +38,8 @@ def predict(
     ),
     hop: Optional[float] = typer.Option(
         None, "--hop", metavar="SECONDS", min=0.001, show_default=False,
-        help="Step between the windows a long recording is cut into [default: half the model's window].",
+        help="Step between the windows a long recording is cut into, at most one window "
+             "[default: half the model's window].",
     ),
     windows: bool = typer.Option(
         False, "--windows", help="Include every window: as records (json, csv), or unmerged in the timeline (table)."),
@@ -78,7 +79,10 @@ def predict(
     dev = pick_device(device.value)
     loaded, builtin = store.load(common.layout(), model, dev)
     if builtin:
-        common.dim_line(f"using the built-in model {loaded.name} (train your own with `esc train`)")
+        common.dim_line(f"using the built-in model (`-m {store.BUILTIN_NAME}`; train your own with `esc train`)")
+    elif not model:
+        common.dim_line(f"using the default model {loaded.name} (`esc models` lists them; "
+                        f"`-m {store.BUILTIN_NAME}` for the built-in one)")
     set_threads(1)  # every core for the forward passes
 
     sources = []

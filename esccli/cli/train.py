@@ -51,7 +51,7 @@ def train(
     from esccli.errors import EscError
     from esccli.features import PRESETS
     from esccli.recipes import RECIPES, get_recipe
-    from esccli.train import check_save_best, pick_device, resolve_precision, set_threads
+    from esccli.train import check_recipe, check_save_best, pick_device, resolve_precision, set_threads
     from esccli.train import train as train_model
 
     if cv and all_folds:
@@ -73,6 +73,7 @@ def train(
         recipe = recipe.with_overrides(arch=arch, arch_args={})
     recipe = recipe.with_overrides(epochs=epochs, batch_size=batch_size, lr=lr, members=members,
                                     val_every=val_every)
+    check_recipe(recipe, PRESETS[recipe.features])  # before the features are built: a mistake is told at once
     check_save_best(recipe, save_best, None if all_folds else fold)
     dev = pick_device(device.value)
     precision = resolve_precision(precision, dev, recipe.allow_bf16)
