@@ -26,6 +26,10 @@ class Recipe:
     mixup_power: bool = False  # mix clips as sounds (their mel powers add) rather than as dB images; needs "db" features
     crop_frames: int = 100  # train on random windows of this many frames (0: the whole clip); 100 = 2 s
     crop_energy: bool = True  # draw crops where the clip is loud rather than uniformly
+    # with crops: the first early_crop_share of the epochs train on crops of early_crop_frames (time masks
+    # narrowed alike), which cost about that much less per step (0: every epoch on crop_frames)
+    early_crop_frames: int = 0
+    early_crop_share: float = 0.0
     stretch: float = 1.0  # with crops: change the tempo by a random factor in [1/stretch, stretch] (1: off)
     freq_shift: int = 0  # move each clip up/down the mel axis by up to this many bins (0: off)
     eq_db: float = 0.0  # a random filter on each crop (gains up to +-eq_db dB across the mel axis), then the crop
@@ -106,6 +110,13 @@ class Recipe:
             out.append(f"ema_decay must be at least 0 and below 1, not {self.ema_decay}")
         if self.stretch > 1.0 and not self.crop_frames:
             out.append("stretch needs crops (crop_frames > 0): it is applied while cropping")
+        if self.early_crop_frames and not 0 < self.early_crop_frames < self.crop_frames:
+            out.append(f"early_crop_frames must be between 0 and crop_frames ({self.crop_frames}), "
+                       f"not {self.early_crop_frames}")
+        if not 0.0 <= self.early_crop_share <= 1.0:
+            out.append(f"early_crop_share must be between 0 and 1, not {self.early_crop_share}")
+        if bool(self.early_crop_frames) != bool(self.early_crop_share):
+            out.append("early_crop_frames and early_crop_share go together: set both or neither")
         if self.mixup_power and self.mixup_alpha <= 0:
             out.append("mixup_power needs mixup (mixup_alpha > 0): it says how clips are mixed")
         if not self.member_variants:
@@ -138,7 +149,7 @@ def _as_made(recipe: dict) -> dict:
 # bit for bit by a recipe that states them).
 LATER_FIELDS = {"stretch": 1.0, "freq_shift": 0, "members": 1, "member_variants": [{}], "val_every": 1,
                 "mixup_power": False, "eq_db": 0.0, "ema_decay": 0.0, "test_shifts": [0],
-                "noise_db": 0.0, "reverb_s": 0.0}
+                "noise_db": 0.0, "reverb_s": 0.0, "early_crop_frames": 0, "early_crop_share": 0.0}
 
 # the augmentations that read the features as dB (they work on power): features scaled otherwise are refused
 READS_DB = ("mixup_power", "eq_db", "noise_db", "reverb_s")

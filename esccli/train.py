@@ -9,7 +9,7 @@ import contextlib
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -187,6 +187,16 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
 
 
+def recipe_of_epoch(recipe: Recipe, epoch: int) -> Recipe:
+    """The recipe as epoch `epoch` (0-based) applies it: within the first early_crop_share of the epochs, crops
+    of early_crop_frames and time masks narrowed in proportion; the recipe itself after them."""
+    if not recipe.early_crop_frames or epoch >= round(recipe.early_crop_share * recipe.epochs):
+        return recipe
+    ratio = recipe.early_crop_frames / recipe.crop_frames
+    return replace(recipe, crop_frames=recipe.early_crop_frames,
+                   time_mask_width=max(1, round(recipe.time_mask_width * ratio)))
+
+
 def augment_batch(x: torch.Tensor, recipe: Recipe, g: torch.Generator, params: FeatureParams) -> torch.Tensor:
     """A training batch's augmentations, in order, on features made with `params`."""
     db_range = params.top_db
@@ -307,11 +317,12 @@ def train(
             g = torch.Generator().manual_seed(epoch_seed(seed, epoch))  # order and augmentation
             order = torch.from_numpy(train_idx)[torch.randperm(len(train_idx), generator=g)]
             model.train()
+            this_epoch = recipe_of_epoch(recipe, epoch)
             loss_sum, data_time, lr = 0.0, 0.0, recipe.lr
             for step in range(steps):
                 td = time.perf_counter()
                 idx = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
-                xb = augment_batch(x_all[idx].float(), recipe, g, fs.params)
+                xb = augment_batch(x_all[idx].float(), this_epoch, g, fs.params)
                 xb, ya, yb, lam = augment.mixup(xb, y_all[idx], recipe.mixup_alpha, g, mix_db)
                 xb, ya, yb = xb.to(device), ya.to(device), yb.to(device)
                 if recipe.channels_last:

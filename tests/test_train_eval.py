@@ -481,7 +481,11 @@ def test_a_recipe_with_a_setting_that_would_do_nothing_is_refused_before_trainin
                       (dict(test_shifts=[]), "test_shifts must be a non-empty list"),
                       (dict(test_shifts=[0.5]), "test_shifts must be a non-empty list of whole numbers"),
                       (dict(test_shifts=(0, 1)), "test_shifts must be a non-empty list"),
-                      (dict(mixup_power=True, mixup_alpha=0.0), "mixup_power needs mixup")):
+                      (dict(mixup_power=True, mixup_alpha=0.0), "mixup_power needs mixup"),
+                      (dict(crop_frames=20, early_crop_frames=20, early_crop_share=0.5), "early_crop_frames must be between"),
+                      (dict(crop_frames=0, early_crop_frames=10, early_crop_share=0.5), "early_crop_frames must be between"),
+                      (dict(crop_frames=20, early_crop_frames=10, early_crop_share=1.5), "early_crop_share must be between"),
+                      (dict(crop_frames=20, early_crop_frames=10), "set both or neither")):
         with pytest.raises(EscError, match=says):
             train(synth_features, tiny_recipe(**bad), tmp_path / "m.pt", fold=5)
     image = dataclasses.replace(synth_features, params=dataclasses.replace(synth_features.params, scale="image"))
@@ -498,3 +502,20 @@ def test_a_recipe_with_a_setting_that_would_do_nothing_is_refused_before_trainin
     with pytest.raises(EscError, match="val_every must be at least 1"):  # before any fold starts
         run_cv(synth_features, tiny_recipe(val_every=0), tmp_path, "cv", jobs=2)
     assert not any(tmp_path.iterdir())
+
+
+def test_early_crops_cover_the_first_share_of_the_epochs(synth_features, tmp_path, monkeypatch):
+    from esccli import augment
+
+    recipe = tiny_recipe(epochs=4, crop_frames=20, early_crop_frames=10, early_crop_share=0.5, time_masks=1,
+                         time_mask_width=8)
+    assert [(r.crop_frames, r.time_mask_width) for r in map(lambda e: train_module.recipe_of_epoch(recipe, e),
+                                                             range(4))] == [(10, 4), (10, 4), (20, 8), (20, 8)]
+    assert train_module.recipe_of_epoch(tiny_recipe(crop_frames=20), 0) == tiny_recipe(crop_frames=20)
+    crops = []
+    real_crop = augment.random_crop
+    monkeypatch.setattr(augment, "random_crop", lambda x, frames, *a: crops.append(frames) or real_crop(x, frames, *a))
+    result = train(synth_features, recipe, tmp_path / "m.pt", fold=5, seed=0)
+    steps = len(crops) // 4
+    assert crops == [10] * (2 * steps) + [20] * (2 * steps) and steps >= 1
+    assert result.meta["train"]["recipe"]["early_crop_frames"] == 10  # recorded with the model
