@@ -173,7 +173,8 @@ RECIPES = {
     # (up to 1.25x)
     "default": Recipe(members=2, member_variants=[{}, PITCH_TEMPO], eq_db=EQ_DB),
     # one network on all the cores, fewer epochs: one fold in 4.3 minutes on two CPU cores with native bf16 before
-    # the test shifts (round 5; about 4.4 with them, an estimate), about 13 in fp32 on an AVX2-only CPU (round 6);
+    # the test shifts (round 5; about 4.4 with them, an estimate), about 13 in fp32 on an AVX2-only CPU (round 6),
+    # 6.2 in fp32 on an AVX-512 CPU without bf16 (round 9);
     # crops through random filters. It predicts as the mean over five copies of the input moved along the mel
     # axis, and scores the held-out fold every 30 epochs rather than 10, as each scoring now costs five
     "fast": Recipe(epochs=90, members=1, eq_db=EQ_DB, test_shifts=TEST_SHIFTS, val_every=30),
