@@ -108,8 +108,8 @@ def set_default(layout: Layout, name: str) -> None:
             raise ModelError("this installation of esc has no built-in model")
     else:
         valid_name(name.removesuffix(BEST))  # a model's --save-best epoch may be the default too
-    if name != BUILTIN_NAME and not model_path(layout, name).is_file():
-        raise ModelError(f"no model named {name!r} in {layout.models}", "see `esc models` for the names")
+        if not model_path(layout, name).is_file():
+            raise ModelError(f"no model named {name!r} in {layout.models}", "see `esc models` for the names")
     atomic_write_text(layout.models / DEFAULT_FILE, name + "\n")
 
 
