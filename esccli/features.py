@@ -110,6 +110,16 @@ def use_mel_basis(params: FeatureParams, basis: np.ndarray) -> None:
 AMIN = 1e-10  # power floor before the log, as librosa.power_to_db
 
 
+def db_below_peak(power: np.ndarray, top_db: float) -> np.ndarray:
+    """Mel power -> dB below each spectrogram's loudest bin (over the last two axes), floored at -top_db: librosa's
+    power_to_db(ref=np.max, amin=AMIN, top_db=top_db), except that silence (every bin at the power floor) is at
+    the floor rather than at its own "loudest" 0 dB. The network's features and the pictures both use it."""
+    db = 10.0 * np.log10(np.maximum(power, AMIN))
+    db = np.maximum(db - db.max(axis=(-2, -1), keepdims=True), -top_db)
+    silent = power.max(axis=(-2, -1), keepdims=True) <= AMIN
+    return np.where(silent, np.float32(-top_db), db).astype(np.float32, copy=False)
+
+
 def log_mel(waves: np.ndarray, params: FeatureParams) -> np.ndarray:
     """Features of a batch of clips: float32 [batch, n_mels, frames] from float32 [batch, clip_samples].
 
@@ -125,12 +135,7 @@ def log_mel(waves: np.ndarray, params: FeatureParams) -> np.ndarray:
     power = spec.real**2 + spec.imag**2  # [batch, n_fft//2+1, frames]
     basis = torch.from_numpy(params_basis(params))
     mel = torch.matmul(basis, power)  # [batch, n_mels, frames]
-    db = 10.0 * torch.log10(mel.clamp_min(AMIN))
-    ref = db.amax(dim=(1, 2), keepdim=True)  # ref = the clip's loudest bin (power_to_db's ref=np.max)
-    db = (db - ref).clamp_min(-params.top_db)  # 0 dB at the top, floor at -top_db
-    # a silent clip (every bin at the power floor) stays at the floor, not at its own "loudest" 0 dB
-    silent = mel.amax(dim=(1, 2), keepdim=True) <= AMIN
-    db = torch.where(silent, torch.full_like(db, -params.top_db), db)
+    db = torch.from_numpy(db_below_peak(mel.numpy(), params.top_db))
     out = scale(db, params).numpy()
     return out[0] if single else out
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from esccli.audio import audio_info, load_audio, stream_audio
 from esccli.errors import EscError
-from esccli.features import AMIN, FeatureParams, log_mel, mel_basis
+from esccli.features import FeatureParams, db_below_peak, log_mel, mel_basis
 from esccli.fsutil import atomic_write
 
 MAX_COLUMNS = 2000  # a long recording is max-pooled in time to at most this many columns (short events stay visible)
@@ -133,10 +133,7 @@ def spectrogram_figure(path: Path | str, params: FeatureParams, out_png: Path | 
     path = Path(path)
     check_output(out_png)
     power, factor, frames = mel_power(path, params)
-    if power.max() > AMIN:
-        db = librosa.power_to_db(power, ref=np.max, amin=AMIN, top_db=params.top_db)
-    else:  # silence: drawn at the floor, not at its own loudest point
-        db = np.full_like(power, -params.top_db)
+    db = db_below_peak(power, params.top_db)  # silence at the floor, as the network sees it
     # column j covers frames j*factor .. (j+1)*factor - 1, and frame i is centred on sample i*hop
     frame_seconds = params.hop_length / params.sample_rate
     first = np.arange(db.shape[1]) * factor

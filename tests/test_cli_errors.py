@@ -122,8 +122,12 @@ def test_a_zero_learning_rate_is_refused_before_the_features_are_built(esc_home)
     assert not (esc_home / "features").exists() and not (esc_home / "ESC-50").exists()
 
 
-def test_no_blank_line_on_stderr_when_it_is_not_a_terminal():
-    # CliRunner's stderr is not a terminal: a progress bar there would only leave a blank line
-    with common.progress_bar() as bar:
-        bar.add_task("x", total=3)
-    assert bar.disable
+@pytest.mark.parametrize("terminal", [False, True])
+def test_no_blank_line_on_stderr_when_it_is_not_a_terminal(monkeypatch, terminal):
+    # off a terminal a bar cannot animate and used to leave only a blank line behind; on one it still draws
+    stderr = io.StringIO()
+    monkeypatch.setattr(common, "err", Console(file=stderr, force_terminal=terminal, width=80))
+    with common.progress_bar(transient=False) as bar:
+        task = bar.add_task("epoch", total=3)
+        bar.update(task, completed=3)
+    assert (stderr.getvalue() != "") == terminal, repr(stderr.getvalue())
