@@ -159,7 +159,8 @@ EQ_DB = 6.0  # random filters of up to +-6 dB across the mel axis: +4.10 points 
 # the fast network scored and predicting on its input moved by -2..2 mel bins, averaged: +1.05 points (round 6)
 TEST_SHIFTS = [-2, -1, 0, 1, 2]
 # the fast network's stages after its 16-channel stem: the first at 16 channels rather than escnet's 32 makes a
-# training step 0.76x as long in fp32 (AVX-512, two threads) and scored 1.15 points less over five folds (round 10)
+# training step 0.76x as long in fp32 (AVX-512, two threads; an epoch 0.89x) and scored 1.15 points less over five
+# folds (round 10)
 FAST_CHANNELS = [16, 64, 128]
 
 RECIPES = {
