@@ -4,13 +4,17 @@ both), or, with --variant, in variants of the recipe itself.
     python benchmarks/step_cost.py [--preset fast] [--steps 10] [--threads N] [--frames 100]
     python benchmarks/step_cost.py --preset fast --variant crop60:crop_frames=60 \\
         --variant 'pool:arch_args={"stem_pool":[2,4]}' --variant batch64:batch_size=64
+    python benchmarks/step_cost.py --preset fast --variant 'old:arch_args={}' --profile
 
 Builds the recipe's network and times optimisation steps (a batch of the recipe, random inputs of n_mels x
 --frames, the shape of a training crop) for each variant, interleaved round by round so that a machine that gets
 busier or quieter affects all variants alike. Prints the median milliseconds per training clip and the ratio to
-the first variant. Each --variant NAME:FIELD=VALUE overrides one recipe field (the value read as JSON when it
-parses) in the variant NAME; repeat NAME to override several. Recipe variants run in --precision (default fp32),
-with the recipe's channels_last, on inputs of their own crop_frames and batch_size. Needs no dataset.
+the first variant, and (with --variant) the multiply-adds of one clip's forward pass through the convolutions and
+linear layers. --profile then profiles 10 steps of each variant (torch.profiler) and prints the share of the
+step's CPU time of its costliest operators. Each --variant NAME:FIELD=VALUE overrides one recipe field (the value
+read as JSON when it parses) in the variant NAME; repeat NAME to override several. Recipe variants run in
+--precision (default fp32), with the recipe's channels_last, on inputs of their own crop_frames and batch_size.
+Needs no dataset.
 """
 
 import argparse
@@ -55,6 +59,40 @@ class Run:
         return time.perf_counter() - t
 
 
+def multiply_adds(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """Multiply-adds of one clip's forward pass through the convolutions and linear layers of the model."""
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        w = module.weight
+        per_output = w[0].numel() if isinstance(module, torch.nn.Conv2d) else w.shape[1]  # in/groups x kernel
+        total += output[:1].numel() * per_output
+
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    hooks = [m.register_forward_hook(count) for m in layers]
+    try:
+        with torch.no_grad():
+            model(x[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+    return total
+
+
+def profile_shares(run: Run, steps: int = 10, top: int = 6) -> str:
+    """The share of `steps` steps' CPU time taken by each of the costliest operators."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as p:
+        for _ in range(steps):
+            run.step()
+    ops = sorted(p.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in ops)
+    return ", ".join(f"{e.key.removeprefix('aten::')} {e.self_cpu_time_total / total:.0%}" for e in ops[:top]) + \
+        f" (summed CPU time {total / 1000 / steps:.0f} ms per step)"
+
+
 def variants(recipe, n_mels: int, frames: int, named: list[str], precision: str) -> dict[str, Run]:
     """The precision variants of the recipe, or (given NAME:FIELD=VALUE items) the recipe and its named variants."""
     if not named:
@@ -78,6 +116,7 @@ def main() -> None:
     ap.add_argument("--preset", default="default")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME:FIELD=VALUE")
     ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="of recipe variants")
+    ap.add_argument("--profile", action="store_true", help="then profile 10 steps of each variant")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -99,7 +138,11 @@ def main() -> None:
         per_clip = median(times[v]) / run.batch
         print(f"{v:>19}: {per_clip * 1000:6.1f} ms per clip  ({per_clip / base:.2f}x {first})"
               + (f"  [{count_parameters(run.model) / 1e6:.2f} M, batch {run.batch} of {params.n_mels}x"
-                 f"{run.x.shape[-1]}]" if args.variant else ""))
+                 f"{run.x.shape[-1]}, {multiply_adds(run.model, run.x) / 1e6:.1f} M multiply-adds per clip]"
+                 if args.variant else ""))
+    if args.profile:
+        for v, run in runs.items():
+            print(f"{v:>19}: {profile_shares(run)}")
 
 
 if __name__ == "__main__":
