@@ -72,7 +72,7 @@ class EscNet(nn.Module):
 
     def __init__(self, n_mels: int, frames: int, n_classes: int, stem: int = 16, channels=(32, 64, 128),
                  dropout: float = 0.3, head: str = "flatten", pool: str = "avg",
-                 stem_pool=(2, 2)):
+                 stem_pool=(2, 2), stem_pool_first: bool = False):
         super().__init__()
         if head not in ("mean", "flatten"):
             raise ValueError(f"head must be 'mean' or 'flatten', not {head!r}")
@@ -80,7 +80,11 @@ class EscNet(nn.Module):
             raise ValueError(f"pool must be 'avg' or 'max', not {pool!r}")
         self.head = head
         Pool = nn.AvgPool2d if pool == "avg" else nn.MaxPool2d
-        layers = conv_bn_relu(1, stem) + [Pool(tuple(stem_pool))]  # (mel, time) reduction after the stem
+        conv, bn, relu = conv_bn_relu(1, stem)
+        reduce = Pool(tuple(stem_pool))  # (mel, time) reduction after the stem's convolution
+        # stem_pool_first: pool the convolution's output before BatchNorm and ReLU (together one linear filter, 4x4
+        # at stride 2, then the nonlinearity on a quarter of the positions); else pool after the ReLU
+        layers = [conv, reduce, bn, relu] if stem_pool_first else [conv, bn, relu, reduce]
         c_in = stem
         for i, c in enumerate(channels):
             layers += conv_bn_relu(c_in, c) + conv_bn_relu(c, c)

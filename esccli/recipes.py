@@ -162,6 +162,8 @@ TEST_SHIFTS = [-2, -1, 0, 1, 2]
 # training step 0.76x as long in fp32 (AVX-512, two threads; an epoch 0.89x) and scored 1.15 points less over five
 # folds (round 10)
 FAST_CHANNELS = [16, 64, 128]
+# and its stem pooled before its BatchNorm and ReLU, which then see a quarter of the positions: 0.84x the step
+FAST_ARCH = {"channels": FAST_CHANNELS, "stem_pool_first": True}
 
 RECIPES = {
     # The student notebook: its CNN on 44.1 kHz 128-mel images, Adam 2e-5 divided by 10 every 20 epochs,
@@ -180,7 +182,7 @@ RECIPES = {
     # through random filters. It predicts as the mean over five copies of the input moved along the mel axis, and
     # scores the held-out fold every 30 epochs rather than 10, as each scoring now costs five. Time per fold: see
     # the README (round 10: fp32 on an AVX-512 CPU without bf16)
-    "fast": Recipe(arch_args={"channels": FAST_CHANNELS}, epochs=90, members=1, eq_db=EQ_DB,
+    "fast": Recipe(arch_args=FAST_ARCH, epochs=90, members=1, eq_db=EQ_DB,
                    test_shifts=TEST_SHIFTS, val_every=30),
 }
 

@@ -27,7 +27,9 @@ from esccli.models import ModelConfig, build_model, count_parameters, with_test_
 from esccli.recipes import READS_DB, Recipe
 from esccli.store import BEST, RESUME, SUFFIX
 
-EVAL_BATCH = 64
+# clips per forward pass when scoring: 16 took 0.73 of 64's time for the fast preset (two threads) and 0.83 for
+# one default network (one thread), round 11 on an AVX-512 Xeon; smaller batches stay in cache
+EVAL_BATCH = 16
 # fp32, or bf16 autocast for the training forward pass. Measured (python benchmarks/step_cost.py): on a CPU with
 # native bf16 (AVX-512 BF16) bf16 + channels_last takes 0.47x the time of fp32; on one without, bf16 was 4.5x
 # slower. "auto" therefore picks bf16 only where the hardware has it.
