@@ -40,6 +40,14 @@ class ModelConfig:
         return cls(**d)
 
 
+# What follows the stem's convolution, in order. Everything after the stem is at a quarter of its positions or
+# fewer, but the stem's BatchNorm and ReLU, at full resolution, take a large share of a training step on a CPU
+# (memory-bound). "bn-relu-pool" (escnet's own) pays it; "pool-bn-relu" pools the convolution first (the two
+# together are one linear 4x4 filter at stride 2), "relu-pool-bn" keeps the ReLU at full resolution on the
+# convolution and its bias, and normalises after pooling. docs/ablation.md (round 11) has their costs and scores.
+STEM_ORDERS = ("bn-relu-pool", "pool-bn-relu", "relu-pool-bn")
+
+
 def conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
@@ -72,19 +80,21 @@ class EscNet(nn.Module):
 
     def __init__(self, n_mels: int, frames: int, n_classes: int, stem: int = 16, channels=(32, 64, 128),
                  dropout: float = 0.3, head: str = "flatten", pool: str = "avg",
-                 stem_pool=(2, 2), stem_pool_first: bool = False):
+                 stem_pool=(2, 2), stem_order: str = "bn-relu-pool"):
         super().__init__()
         if head not in ("mean", "flatten"):
             raise ValueError(f"head must be 'mean' or 'flatten', not {head!r}")
         if pool not in ("avg", "max"):
             raise ValueError(f"pool must be 'avg' or 'max', not {pool!r}")
+        if stem_order not in STEM_ORDERS:
+            raise ValueError(f"stem_order must be one of {', '.join(STEM_ORDERS)}, not {stem_order!r}")
         self.head = head
         Pool = nn.AvgPool2d if pool == "avg" else nn.MaxPool2d
-        conv, bn, relu = conv_bn_relu(1, stem)
-        reduce = Pool(tuple(stem_pool))  # (mel, time) reduction after the stem's convolution
-        # stem_pool_first: pool the convolution's output before BatchNorm and ReLU (together one linear filter, 4x4
-        # at stride 2, then the nonlinearity on a quarter of the positions); else pool after the ReLU
-        layers = [conv, reduce, bn, relu] if stem_pool_first else [conv, bn, relu, reduce]
+        # the stem: a convolution at full resolution, then BatchNorm, ReLU and the (mel, time) reduction in
+        # stem_order (STEM_ORDERS); a ReLU straight after the convolution needs its bias
+        conv = nn.Conv2d(1, stem, 3, padding=1, bias=stem_order.startswith("relu"))
+        after = {"bn": nn.BatchNorm2d(stem), "relu": nn.ReLU(inplace=True), "pool": Pool(tuple(stem_pool))}
+        layers = [conv] + [after[name] for name in stem_order.split("-")]
         c_in = stem
         for i, c in enumerate(channels):
             layers += conv_bn_relu(c_in, c) + conv_bn_relu(c, c)

@@ -162,8 +162,8 @@ TEST_SHIFTS = [-2, -1, 0, 1, 2]
 # training step 0.76x as long in fp32 (AVX-512, two threads; an epoch 0.89x) and scored 1.15 points less over five
 # folds (round 10)
 FAST_CHANNELS = [16, 64, 128]
-# and its stem pooled before its BatchNorm and ReLU, which then see a quarter of the positions: 0.84x the step
-FAST_ARCH = {"channels": FAST_CHANNELS, "stem_pool_first": True}
+# and its stem's BatchNorm after the pooling, at a quarter of the positions (models.STEM_ORDERS; round 11)
+FAST_ARCH = {"channels": FAST_CHANNELS, "stem_order": "relu-pool-bn"}
 
 RECIPES = {
     # The student notebook: its CNN on 44.1 kHz 128-mel images, Adam 2e-5 divided by 10 every 20 epochs,

@@ -229,16 +229,42 @@ def test_a_training_batch_gets_the_reverb_at_the_features_frame_rate():
 
 
 @pytest.mark.parametrize("args", [{}, {"pool": "max"}, {"stem_pool": [2, 4]}, {"stem_pool": [4, 2]},
-                                  {"head": "mean", "channels": [8, 16, 32, 64]}])
+                                  {"head": "mean", "channels": [8, 16, 32, 64]}, {"stem_order": "pool-bn-relu"},
+                                  {"stem_order": "relu-pool-bn"}])
 def test_escnet_variants_take_any_length(args):
     m = EscNet(64, 251, 50, stem=8, **{"channels": [8, 16, 32], **args}).eval()
     for frames in (100, 251):
         assert m(torch.zeros(2, 1, 64, frames)).shape == (2, 50)
 
 
+def test_escnet_stem_orders_apply_the_stems_layers_in_that_order():
+    F = torch.nn.functional
+    torch.manual_seed(0)
+    x = torch.randn(4, 1, 32, 40)
+    by_hand = {"pool-bn-relu": lambda conv, bn: torch.relu(bn(F.avg_pool2d(conv(x), 2))),
+               "relu-pool-bn": lambda conv, bn: bn(F.avg_pool2d(torch.relu(conv(x)), 2))}
+    for order, expected in by_hand.items():
+        net = EscNet(32, 40, 50, stem=8, channels=[8, 16], stem_order=order).train()
+        conv = net.features[0]
+        bn = next(m for m in net.features[:4] if isinstance(m, torch.nn.BatchNorm2d))
+        with torch.no_grad():
+            bn.weight.uniform_(0.5, 2.0), bn.bias.uniform_(-1.0, 1.0)
+        out = net.features[:4](x)
+        assert out.shape == (4, 8, 16, 20)
+        assert torch.allclose(out, expected(conv, lambda t: F.batch_norm(t, None, None, bn.weight, bn.bias, True)),
+                              atol=1e-5)
+        assert (conv.bias is not None) == (order == "relu-pool-bn")  # a ReLU straight after the conv needs its bias
+    # escnet's own order keeps the layers, and so the names of the weights in model files made before the option
+    own = EscNet(32, 40, 50, stem=8, channels=[8, 16])
+    assert [type(m).__name__ for m in list(own.features)[:4]] == ["Conv2d", "BatchNorm2d", "ReLU", "AvgPool2d"]
+    assert "features.1.running_mean" in own.state_dict() and "features.0.bias" not in own.state_dict()
+
+
 def test_escnet_refuses_unknown_choices():
     with pytest.raises(ValueError, match="pool"):
         EscNet(64, 251, 50, pool="median")
+    with pytest.raises(ValueError, match="stem_order must be one of bn-relu-pool"):
+        EscNet(64, 251, 50, stem_order="relu-bn-pool")
 
 
 def test_the_seed_recipe_and_network_are_the_notebooks():

@@ -261,13 +261,13 @@ def test_cli_train_then_models_then_eval(synth_dataset, esc_home):
     assert d["name"] == "quick" and d["fold"] == 5 and d["epochs"] == 2
     meta = checkpoint.read_meta(esc_home / "models" / "quick.pt")
     assert meta["train"]["recipe"]["val_every"] == 1 and all(h["val_acc"] is not None for h in meta["train"]["history"])
-    # the preset's own network: its first stage as narrow as the stem, the stem pooled before its BatchNorm,
+    # the preset's own network: its first stage as narrow as the stem, the stem's BatchNorm after its pooling,
     # recorded so that predict builds the same
-    assert meta["model"]["args"] == {"channels": [16, 64, 128], "stem_pool_first": True}
+    assert meta["model"]["args"] == {"channels": [16, 64, 128], "stem_order": "relu-pool-bn"}
     net = checkpoint.load(esc_home / "models" / "quick.pt").model
     assert [m.out_channels for m in net.modules() if isinstance(m, torch.nn.Conv2d)] == [16, 16, 16, 64, 64, 128, 128]
     assert [type(m).__name__ for m in list(net.modules()) if not list(m.children())][:4] == \
-        ["Conv2d", "AvgPool2d", "BatchNorm2d", "ReLU"]
+        ["Conv2d", "ReLU", "AvgPool2d", "BatchNorm2d"]
 
     r = runner.invoke(app, ["models", "--json"])
     assert [m["name"] for m in json.loads(r.stdout)] == ["quick"]
