@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from esccli import augment, checkpoint
+from esccli.memory import keep_freed_memory
 from esccli.classes import CLASS_NAMES
 from esccli.errors import EscError, ModelError
 from esccli.features import FeatureParams, params_basis
@@ -248,10 +249,12 @@ def train(
     """Train `recipe` on every fold but `fold` (all clips when fold is None) and save the model at `path`.
 
     A recipe with several members trains them apart and saves their ensemble (esccli/ensemble.py), `member_jobs`
-    of them side by side in processes of `member_threads` threads each."""
+    of them side by side in processes of `member_threads` threads each. The process keeps the memory it frees
+    (memory.keep_freed_memory)."""
     path = Path(path)
     check_recipe(recipe, fs.params)
     check_save_best(recipe, save_best, fold)
+    keep_freed_memory()  # each step reuses the memory the last one freed (esccli/memory.py)
     if recipe.members > 1:
         from esccli.ensemble import train_ensemble
 
