@@ -8,7 +8,8 @@ training folds, in batches of the recipe, random inputs the shape of a training 
 `--precision auto` picks here) and one validation as `esc train` does it (400 whole clips, fp32, in eval mode,
 over the recipe's test shifts, in batches of train.EVAL_BATCH clips, or of each --eval-batch). Prints the medians
 and the share of an epoch that scoring the fold after every epoch would take (the reason recipes score it every
-`val_every` epochs). Needs no dataset.
+`val_every` epochs). Like `esc train`, the process keeps the memory it frees (esccli/memory.py), unless
+--give-back-memory. Needs no dataset.
 """
 
 import argparse
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from common import median
 
 from esccli.features import PRESETS
+from esccli.memory import keep_freed_memory
 from esccli import train
 from esccli.models import ModelConfig, build_model, with_test_shifts
 from esccli.recipes import get_recipe
@@ -35,7 +37,10 @@ def main() -> None:
     ap.add_argument("--preset", default="default")
     ap.add_argument("--eval-batch", type=int, action="append", metavar="CLIPS",
                     help=f"time validation in batches of this many clips [default: {train.EVAL_BATCH}]")
+    ap.add_argument("--give-back-memory", action="store_true",
+                    help="leave malloc as it is (freed blocks go back to the kernel) rather than as esc train sets it")
     args = ap.parse_args()
+    kept = not args.give_back_memory and keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = get_recipe(args.preset).member(0)  # an ensemble's networks are trained (and timed) one by one
@@ -79,7 +84,8 @@ def main() -> None:
               + ", ".join(f"{val_s[b][-1]:.2f} s" + (f" (batches of {b})" if len(batches) > 1 else "") for b in batches),
               flush=True)
     t = median(train_s)
-    print(f"{args.preset}: {torch.get_num_threads()} threads, {precision} training: epoch of training {t:.2f} s")
+    print(f"{args.preset}: {torch.get_num_threads()} threads, {precision} training, malloc "
+          f"{'keeping freed memory (as esc train)' if kept else 'as it is'}: epoch of training {t:.2f} s")
     for b in batches:
         v = median(val_s[b])
         print(f"validation in batches of {b} clips: {v:.2f} s ({v / t:.2f} of a training epoch"

@@ -5,6 +5,7 @@ both), or, with --variant, in variants of the recipe itself.
     python benchmarks/step_cost.py --preset fast --variant crop60:crop_frames=60 \\
         --variant 'pool:arch_args={"stem_pool":[2,4]}' --variant batch64:batch_size=64
     python benchmarks/step_cost.py --preset fast --variant 'old:arch_args={}' --profile
+    python benchmarks/step_cost.py --preset fast --give-back-memory   # malloc as it is, not as esc train sets it
 
 Builds the recipe's network and times optimisation steps (a batch of the recipe, random inputs of n_mels x
 --frames, the shape of a training crop) for each variant, interleaved round by round so that a machine that gets
@@ -14,10 +15,12 @@ linear layers. --profile then profiles 10 steps of each variant (torch.profiler)
 step's CPU time of its costliest operators. Each --variant NAME:FIELD=VALUE overrides one recipe field (the value
 read as JSON when it parses) in the variant NAME; repeat NAME to override several. Recipe variants run in
 --precision (default fp32), with the recipe's channels_last, on inputs of their own crop_frames and batch_size.
-Needs no dataset.
+Like `esc train`, it first makes the process keep the memory it frees (esccli/memory.py), unless
+--give-back-memory; it prints the page faults and the system (kernel) time per step either way. Needs no dataset.
 """
 
 import argparse
+import resource
 import time
 
 import torch
@@ -26,6 +29,7 @@ import torch.nn.functional as F
 from common import median, parse_set
 
 from esccli.features import PRESETS
+from esccli.memory import keep_freed_memory
 from esccli.models import ModelConfig, build_model, count_parameters
 from esccli.recipes import get_recipe
 from esccli.train import autocast, make_optimizer
@@ -117,7 +121,10 @@ def main() -> None:
     ap.add_argument("--variant", action="append", default=[], metavar="NAME:FIELD=VALUE")
     ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="of recipe variants")
     ap.add_argument("--profile", action="store_true", help="then profile 10 steps of each variant")
+    ap.add_argument("--give-back-memory", action="store_true",
+                    help="leave malloc as it is (freed blocks go back to the kernel) rather than as esc train sets it")
     args = ap.parse_args()
+    kept = not args.give_back_memory and keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = get_recipe(args.preset)
@@ -127,9 +134,12 @@ def main() -> None:
     times = {v: [] for v in runs}
     for run in runs.values():  # warm-up (first-call allocations, oneDNN kernel choice)
         run.step()
+    before = resource.getrusage(resource.RUSAGE_SELF)
     for _ in range(args.steps):
         for v, run in runs.items():
             times[v].append(run.step())
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    steps = args.steps * len(runs)
     first = next(iter(runs))
     print(f"{recipe.arch} ({count_parameters(runs[first].model) / 1e6:.2f} M parameters), batch {recipe.batch_size} "
           f"of {params.n_mels}x{frames}, {torch.get_num_threads()} threads, median of {args.steps} steps")
@@ -140,6 +150,10 @@ def main() -> None:
               + (f"  [{count_parameters(run.model) / 1e6:.2f} M, batch {run.batch} of {params.n_mels}x"
                  f"{run.x.shape[-1]}, {multiply_adds(run.model, run.x) / 1e6:.1f} M multiply-adds per clip]"
                  if args.variant else ""))
+    print(f"malloc {'keeping freed memory (as esc train)' if kept else 'as it is'}: "
+          f"{(after.ru_minflt - before.ru_minflt) / steps:.0f} page faults and "
+          f"{(after.ru_stime - before.ru_stime) / steps * 1000:.1f} ms of system time per step (all threads; user "
+          f"{(after.ru_utime - before.ru_utime) / steps * 1000:.1f} ms)")
     if args.profile:
         for v, run in runs.items():
             print(f"{v:>19}: {profile_shares(run)}")

@@ -9,7 +9,7 @@
   mean), so it accepts any number of frames (short crops in training, whole clips at test time). The other
   arguments (`pool="max"`, a coarser `stem_pool`, more or wider `channels`) are the variants docs/ablation.md
   measured; none beat the defaults. The fast preset narrows the first stage (`channels`, recipes.FAST_CHANNELS)
-  to save time, at a small cost in accuracy.
+  to save time, at a small cost in accuracy, and normalises its stem after the pooling (`stem_order`, STEM_ORDERS).
 - `ensemble`: several networks of one architecture, trained apart (on differently augmented data or with other
   seeds: esccli/ensemble.py); its output is the log of their mean probability, so softmax gives their average.
 - `ShiftAverage`: any of them scored on copies of the input moved up and down the mel axis, averaged the same
@@ -42,8 +42,8 @@ class ModelConfig:
 
 # What follows the stem's convolution, in order. Everything after the stem is at a quarter of its positions or
 # fewer, but the stem's BatchNorm and ReLU, at full resolution, take a large share of a training step on a CPU
-# (memory-bound). "bn-relu-pool" (escnet's own) pays it; "pool-bn-relu" pools the convolution first (the two
-# together are one linear 4x4 filter at stride 2), "relu-pool-bn" keeps the ReLU at full resolution on the
+# (memory-bound). "bn-relu-pool" (escnet's own) pays it; "pool-bn-relu" pools the convolution first (with average
+# pooling the two are one linear 4x4 filter at stride 2), "relu-pool-bn" keeps the ReLU at full resolution on the
 # convolution and its bias, and normalises after pooling. docs/ablation.md (round 11) has their costs and scores.
 STEM_ORDERS = ("bn-relu-pool", "pool-bn-relu", "relu-pool-bn")
 

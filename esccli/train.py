@@ -19,17 +19,18 @@ import torch
 import torch.nn.functional as F
 
 from esccli import augment, checkpoint
-from esccli.memory import keep_freed_memory
 from esccli.classes import CLASS_NAMES
 from esccli.errors import EscError, ModelError
 from esccli.features import FeatureParams, params_basis
 from esccli.featurize import FeatureSet
+from esccli.memory import keep_freed_memory
 from esccli.models import ModelConfig, build_model, count_parameters, with_test_shifts
 from esccli.recipes import READS_DB, Recipe
 from esccli.store import BEST, RESUME, SUFFIX
 
-# clips per forward pass when scoring: 16 took 0.73 of 64's time for the fast preset (two threads) and 0.83 for
-# one default network (one thread), round 11 on an AVX-512 Xeon; smaller batches stay in cache
+# clips per forward pass when scoring (whole clips): 16 holds a quarter of 64's memory at a time. In a training,
+# which keeps the memory it frees (esccli/memory.py), both take the same time; without that (esc eval), 16 took
+# 0.82 of 64's time for the fast preset on two threads, as fewer fresh pages come from the kernel (round 11)
 EVAL_BATCH = 16
 # fp32, or bf16 autocast for the training forward pass. Measured (python benchmarks/step_cost.py): on a CPU with
 # native bf16 (AVX-512 BF16) bf16 + channels_last takes 0.47x the time of fp32; on one without, bf16 was 4.5x
