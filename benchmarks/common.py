@@ -82,3 +82,17 @@ def held_out(lm, fold: int, home: Path = BENCH_HOME):
     """The clips of `fold` as a loaded model `lm` sees them: (features [n, 1, n_mels, frames] float32, targets [n])."""
     x, y, folds = clips(lm, home)
     return x[folds == fold], y[folds == fold]
+
+
+def memory_option(ap) -> None:
+    """--give-back-memory: leave malloc as it is, rather than keep freed memory as `esc train` does."""
+    ap.add_argument("--give-back-memory", action="store_true",
+                    help="leave malloc as it is (freed blocks go back to the kernel) rather than as esc train sets it")
+
+
+def set_memory(args) -> str:
+    """Keep freed memory as `esc train` does (esccli/memory.py) unless --give-back-memory; says which it is."""
+    from esccli.memory import keep_freed_memory
+
+    kept = not args.give_back_memory and keep_freed_memory()
+    return "malloc keeping freed memory (as esc train)" if kept else "malloc as it is"

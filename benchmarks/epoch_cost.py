@@ -18,14 +18,12 @@ import time
 import torch
 import torch.nn.functional as F
 
-from common import median
+from common import median, memory_option, set_memory
 
 from esccli.features import PRESETS
-from esccli.memory import keep_freed_memory
-from esccli import train
 from esccli.models import ModelConfig, build_model, with_test_shifts
 from esccli.recipes import get_recipe
-from esccli.train import autocast, make_optimizer, predict_logits, resolve_precision
+from esccli.train import EVAL_BATCH, autocast, make_optimizer, predict_logits, resolve_precision
 
 TRAIN_CLIPS, VAL_CLIPS = 1600, 400
 
@@ -36,16 +34,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int)
     ap.add_argument("--preset", default="default")
     ap.add_argument("--eval-batch", type=int, action="append", metavar="CLIPS",
-                    help=f"time validation in batches of this many clips [default: {train.EVAL_BATCH}]")
-    ap.add_argument("--give-back-memory", action="store_true",
-                    help="leave malloc as it is (freed blocks go back to the kernel) rather than as esc train sets it")
+                    help=f"time validation in batches of this many clips [default: {EVAL_BATCH}]")
+    memory_option(ap)
     args = ap.parse_args()
-    kept = not args.give_back_memory and keep_freed_memory()
+    malloc = set_memory(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = get_recipe(args.preset).member(0)  # an ensemble's networks are trained (and timed) one by one
     params = PRESETS[recipe.features]
-    batches = args.eval_batch or [train.EVAL_BATCH]
+    batches = args.eval_batch or [EVAL_BATCH]
     precision = resolve_precision("auto", "cpu", recipe.allow_bf16)
     torch.manual_seed(0)
     model = build_model(ModelConfig(recipe.arch, 50, params.n_mels, params.frames, dict(recipe.arch_args)))
@@ -70,9 +67,8 @@ def main() -> None:
     scored = with_test_shifts(model, recipe.test_shifts)
 
     def validate(batch: int) -> float:
-        train.EVAL_BATCH = batch
         t = time.perf_counter()
-        predict_logits(scored, x_val, "cpu", channels_last=True)
+        predict_logits(scored, x_val, "cpu", channels_last=True, batch=batch)
         return time.perf_counter() - t
 
     train_s, val_s = [], {b: [] for b in batches}
@@ -84,8 +80,8 @@ def main() -> None:
               + ", ".join(f"{val_s[b][-1]:.2f} s" + (f" (batches of {b})" if len(batches) > 1 else "") for b in batches),
               flush=True)
     t = median(train_s)
-    print(f"{args.preset}: {torch.get_num_threads()} threads, {precision} training, malloc "
-          f"{'keeping freed memory (as esc train)' if kept else 'as it is'}: epoch of training {t:.2f} s")
+    print(f"{args.preset}: {torch.get_num_threads()} threads, {precision} training, {malloc}: "
+          f"epoch of training {t:.2f} s")
     for b in batches:
         v = median(val_s[b])
         print(f"validation in batches of {b} clips: {v:.2f} s ({v / t:.2f} of a training epoch"

@@ -26,10 +26,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from common import median, parse_set
+from common import median, memory_option, parse_set, set_memory
 
 from esccli.features import PRESETS
-from esccli.memory import keep_freed_memory
 from esccli.models import ModelConfig, build_model, count_parameters
 from esccli.recipes import get_recipe
 from esccli.train import autocast, make_optimizer
@@ -121,10 +120,9 @@ def main() -> None:
     ap.add_argument("--variant", action="append", default=[], metavar="NAME:FIELD=VALUE")
     ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="of recipe variants")
     ap.add_argument("--profile", action="store_true", help="then profile 10 steps of each variant")
-    ap.add_argument("--give-back-memory", action="store_true",
-                    help="leave malloc as it is (freed blocks go back to the kernel) rather than as esc train sets it")
+    memory_option(ap)
     args = ap.parse_args()
-    kept = not args.give_back_memory and keep_freed_memory()
+    malloc = set_memory(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = get_recipe(args.preset)
@@ -150,8 +148,7 @@ def main() -> None:
               + (f"  [{count_parameters(run.model) / 1e6:.2f} M, batch {run.batch} of {params.n_mels}x"
                  f"{run.x.shape[-1]}, {multiply_adds(run.model, run.x) / 1e6:.1f} M multiply-adds per clip]"
                  if args.variant else ""))
-    print(f"malloc {'keeping freed memory (as esc train)' if kept else 'as it is'}: "
-          f"{(after.ru_minflt - before.ru_minflt) / steps:.0f} page faults and "
+    print(f"{malloc}: {(after.ru_minflt - before.ru_minflt) / steps:.0f} page faults and "
           f"{(after.ru_stime - before.ru_stime) / steps * 1000:.1f} ms of system time per step (all threads; user "
           f"{(after.ru_utime - before.ru_utime) / steps * 1000:.1f} ms)")
     if args.profile:

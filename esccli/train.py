@@ -218,12 +218,13 @@ def augment_batch(x: torch.Tensor, recipe: Recipe, g: torch.Generator, params: F
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, x: torch.Tensor, device: str, channels_last: bool = False) -> torch.Tensor:
-    """Logits for whole clips, [n, 1, n_mels, frames] -> [n, classes], in eval mode."""
+def predict_logits(model: torch.nn.Module, x: torch.Tensor, device: str, channels_last: bool = False,
+                   batch: int = EVAL_BATCH) -> torch.Tensor:
+    """Logits for whole clips, [n, 1, n_mels, frames] -> [n, classes], in eval mode, `batch` clips at a time."""
     model.eval()
     out = []
-    for i in range(0, x.shape[0], EVAL_BATCH):
-        xb = x[i:i + EVAL_BATCH].to(device, torch.float32)
+    for i in range(0, x.shape[0], batch):
+        xb = x[i:i + batch].to(device, torch.float32)
         if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         out.append(model(xb).float().cpu())
