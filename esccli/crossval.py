@@ -12,6 +12,7 @@ from typing import Callable
 
 from esccli import checkpoint
 from esccli.dataset import NUM_FOLDS
+from esccli.errors import EscError, ModelError
 from esccli.fsutil import atomic_write_text
 from esccli.metrics import mean_std
 from esccli.recipes import Recipe
@@ -41,20 +42,25 @@ def summary_path(models_dir: Path, name: str) -> Path:
     return Path(models_dir) / f"{name}.cv.json"
 
 
-def _done(path: Path, recipe: Recipe, seed: int, fold: int, precision: str) -> tuple[float, float] | None:
-    """(accuracy, seconds) of a finished fold model made with these settings (and precision), else None."""
+def _done(path: Path, fs, recipe: Recipe, seed: int, fold: int, precision: str) -> tuple[float, float] | None:
+    """(accuracy, seconds) of a finished fold model made with these settings (and precision) on the features `fs`,
+    else None."""
     if not path.is_file():
         return None
-    t = checkpoint.read_meta(path)["train"]
-    if not recipe.made(t, fold, seed, precision):
+    meta = checkpoint.read_meta(path)
+    if not (recipe.made(meta["train"], fold, seed, precision) and fs.made(meta)):
         return None
-    return t["metrics"]["val_acc"], t.get("seconds", 0.0)
+    return meta["train"]["metrics"]["val_acc"], meta["train"].get("seconds", 0.0)
 
 
 def run_cv(fs, recipe: Recipe, models_dir: Path, name: str, seed: int = 0, device: str = "cpu", jobs: int = 1,
            resume: bool = False, command: str = "", folds: list[int] | None = None, threads: int | None = None,
            on_epoch: Callable | None = None, on_step: Callable | None = None,
-           on_fold: Callable[[int, float, float], None] | None = None, precision: str = "auto") -> CVResult:
+           on_fold: Callable[[int, float, float], None] | None = None, precision: str = "auto",
+           overwrite: bool = False) -> CVResult:
+    """Train one model per fold, each with that fold held out, and write the summary. With `resume`, a fold model
+    these settings made is kept and its score reused, an interrupted fold continues and a fold not started is
+    trained; a finished fold model made with other settings is refused unless `overwrite` (it is trained again)."""
     from esccli.ensemble import saved_progress
     from esccli.train import check_recipe, resolve_precision, train
 
@@ -65,13 +71,20 @@ def run_cv(fs, recipe: Recipe, models_dir: Path, name: str, seed: int = 0, devic
     todo = []
     for k in folds:
         path = Path(models_dir) / f"{fold_name(name, k)}.pt"
-        done = _done(path, recipe, seed, k, precision) if resume else None
+        done = _done(path, fs, recipe, seed, k, precision) if resume else None
         if done:
             result.folds[k], result.seconds[k] = done
             if on_fold:
                 on_fold(k, *done)
+        elif resume and path.is_file() and not saved_progress(path) and not overwrite:
+            raise ModelError(f"{path.name} in {models_dir} was made with other settings (recipe, seed, precision, "
+                             "features or clips)",
+                             "use --force to train it again with these, or another --name")
         else:
             todo.append((k, path))
+    if resume and not result.folds and not any(path.is_file() or saved_progress(path) for _, path in todo):
+        raise EscError(f"nothing to resume: no fold of {name} was finished or started in {models_dir}",
+                       "run again without --resume")
 
     def record(k: int, acc: float, secs: float) -> None:
         result.folds[k], result.seconds[k] = acc, secs

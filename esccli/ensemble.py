@@ -45,10 +45,10 @@ def saved_progress(path: Path) -> bool:
     return path.with_suffix(".resume.pt").is_file() or bool(member_files(path))
 
 
-def is_member(meta: dict, recipe: Recipe, k: int, fold: int | None, seed: int, precision: str, features: dict) -> bool:
-    """Whether a model (or resume) file's metadata is member k of `recipe` with this fold, seed and precision."""
-    return (recipe.member(k).made(meta["train"], fold, recipe.member_seed(seed, k), precision)
-            and meta.get("features") == features)
+def is_member(meta: dict, recipe: Recipe, k: int, fold: int | None, seed: int, precision: str, fs) -> bool:
+    """Whether a model (or resume) file's metadata is member k of `recipe` with this fold, seed and precision,
+    trained on the features `fs` (FeatureSet.made)."""
+    return recipe.member(k).made(meta["train"], fold, recipe.member_seed(seed, k), precision) and fs.made(meta)
 
 
 def default_jobs(members: int, cores: int) -> int:
@@ -69,7 +69,6 @@ def train_ensemble(fs, recipe: Recipe, path: Path, fold: int | None, seed: int, 
 
     path = Path(path)
     precision = resolve_precision(precision, device, recipe.allow_bf16)
-    features = fs.params.to_dict()
     members = [(recipe.member(k), recipe.member_seed(seed, k)) for k in range(recipe.members)]
     paths = [member_path(path, k) for k in range(recipe.members)]
     finished, started = [False] * recipe.members, [False] * recipe.members
@@ -77,9 +76,9 @@ def train_ensemble(fs, recipe: Recipe, path: Path, fold: int | None, seed: int, 
         for k, p in enumerate(paths):
             for f, flag in ((p, finished), (p.with_suffix(".resume.pt"), started)):
                 if f.is_file():
-                    if not is_member(checkpoint.read_meta(f), recipe, k, fold, seed, precision, features):
-                        raise ModelError(f"{f} was made with other settings (recipe, fold, seed, features or "
-                                         "precision)", "run again without --resume to start over")
+                    if not is_member(checkpoint.read_meta(f), recipe, k, fold, seed, precision, fs):
+                        raise ModelError(f"{f} was made with other settings (recipe, fold, seed, features, clips "
+                                         "or precision)", "run again without --resume to start over")
                     flag[k] = True
         if not any(finished) and not any(started):
             raise EscError(f"nothing to resume: no member of {path.name} was started in {path.parent}")
@@ -130,9 +129,9 @@ def combine(fs, recipe: Recipe, member_paths: list[Path], out: Path, fold: int |
 
     blobs = [checkpoint.read(p) for p in member_paths]
     for k, (p, b) in enumerate(zip(member_paths, blobs)):
-        if not is_member(b, recipe, k, fold, seed, precision, fs.params.to_dict()):
-            raise ModelError(f"{p} is not member {k + 1} of this ensemble (other recipe, fold, seed, precision or "
-                             "features)", "run again without --resume to start over")
+        if not is_member(b, recipe, k, fold, seed, precision, fs):
+            raise ModelError(f"{p} is not member {k + 1} of this ensemble (other recipe, fold, seed, precision, "
+                             "features or clips)", "run again without --resume to start over")
     config = ensemble_config(ModelConfig.from_dict(blobs[0]["model"]), len(blobs))
     model = build_model(config)
     model.load_state_dict({f"members.{k}.{key}": v for k, b in enumerate(blobs) for key, v in b["state_dict"].items()})
@@ -150,6 +149,7 @@ def combine(fs, recipe: Recipe, member_paths: list[Path], out: Path, fold: int |
                 "metrics": b["train"]["metrics"], "seconds": b["train"]["seconds"]} for k, b in enumerate(blobs)]
     train_meta = {
         "recipe": recipe.to_dict(), "fold": fold, "seed": seed, "clips": blobs[0]["train"]["clips"],
+        "data": fs.digest(),
         "parameters": count_parameters(model), "command": command, "precision": precision,
         # every epoch of every member, in member order (member k's entries carry "member": k + 1)
         "history": [{**h, "member": k + 1} for k, b in enumerate(blobs) for h in b["train"]["history"]],

@@ -7,6 +7,7 @@ whose clip list is not the dataset's, is rebuilt, never used. Clips are decoded 
 processes in chunks.
 """
 
+import hashlib
 import json
 import math
 import os
@@ -44,6 +45,20 @@ class FeatureSet:
 
     def __len__(self) -> int:
         return len(self.filenames)
+
+    def digest(self) -> str:
+        """A fingerprint of which clips these are (their names, classes and folds), recorded in the models trained
+        on them so that a training resumes, or an ensemble is joined, only on the same clips."""
+        h = hashlib.sha256("\n".join(self.filenames).encode())
+        h.update(np.asarray(self.targets, "<i8").tobytes())
+        h.update(np.asarray(self.folds, "<i8").tobytes())
+        return h.hexdigest()[:16]
+
+    def made(self, meta: dict) -> bool:
+        """Whether a model (or resume) file's metadata says it was trained on these features: the same parameters
+        and the same clips (models from before the clips were recorded are taken at their word)."""
+        recorded = meta.get("train", {}).get("data")
+        return meta.get("features") == self.params.to_dict() and recorded in (None, self.digest())
 
 
 class FeatureParamsError(EscError, ValueError):

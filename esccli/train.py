@@ -260,8 +260,10 @@ def train(
     if recipe.members > 1:
         from esccli.ensemble import train_ensemble
 
-        return train_ensemble(fs, recipe, path, fold, seed, device, resume, name, command, precision,
-                              jobs=member_jobs, threads=member_threads, on_epoch=on_epoch, on_step=on_step)
+        result = train_ensemble(fs, recipe, path, fold, seed, device, resume, name, command, precision,
+                                jobs=member_jobs, threads=member_threads, on_epoch=on_epoch, on_step=on_step)
+        _drop_stale_best(path, result.history)
+        return result
     resume_path = path.with_suffix(RESUME + SUFFIX)
     best_path = path.with_suffix(BEST + SUFFIX)
     train_idx, val_idx = split(fs, fold)
@@ -291,7 +293,7 @@ def train(
         "classes": list(CLASS_NAMES),
         "mel_basis": torch.from_numpy(params_basis(fs.params).copy()),
         "train": {
-            "recipe": recipe.to_dict(), "fold": fold, "seed": seed, "clips": len(train_idx),
+            "recipe": recipe.to_dict(), "fold": fold, "seed": seed, "clips": len(train_idx), "data": fs.digest(),
             "parameters": count_parameters(model), "command": command, "precision": precision, "history": [],
             "created": None, "metrics": {},
         },
@@ -301,8 +303,9 @@ def train(
     start, history, best_acc = 0, [], -1.0
     if resume and resume_path.exists():
         blob = checkpoint.read(resume_path)
-        if not (recipe.made(blob["train"], fold, seed, precision) and blob["features"] == fs.params.to_dict()):
-            raise ModelError(f"{resume_path} was made with other settings (recipe, fold, seed, features or precision)",
+        if not (recipe.made(blob["train"], fold, seed, precision) and fs.made(blob)):
+            raise ModelError(f"{resume_path} was made with other settings (recipe, fold, seed, features, clips or "
+                             "precision)",
                              "run again without --resume to start over")
         model.load_state_dict(blob["state_dict"])
         optimizer.load_state_dict(blob["optimizer"])
@@ -387,7 +390,24 @@ def train(
     meta = _final_meta(meta, history)
     checkpoint.save(path, meta, saved.state_dict())
     resume_path.unlink(missing_ok=True)
+    if not save_best:
+        _drop_stale_best(path, history)
     return TrainResult(path, meta, history, resumed_from=start)
+
+
+def _drop_stale_best(path: Path, history: list[dict]) -> None:
+    """Delete <name>.best.pt next to a model just saved at `path` when it is the --save-best epoch of another
+    training (the model this one replaced with --force), which `esc models` would list as this model's. This
+    training's own best epoch, saved before an interruption, recorded the start of `history`, and is kept."""
+    best_path = path.with_suffix(BEST + SUFFIX)
+    if not best_path.is_file():
+        return
+    try:
+        theirs = checkpoint.read_meta(best_path)["train"]["history"]
+    except (ModelError, KeyError, TypeError):
+        return  # not a model file esc can read: not ours to delete
+    if theirs != history[:len(theirs)]:
+        best_path.unlink()
 
 
 def _final_meta(meta: dict, history: list[dict], selected_on_fold: bool = False) -> dict:

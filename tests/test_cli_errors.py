@@ -4,6 +4,7 @@ import io
 import os
 import subprocess
 import sys
+from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 from rich.console import Console
@@ -19,6 +20,7 @@ runner = CliRunner()
     (OSError(28, "No space left on device", "/data/models/x.pt"), "No space left on device: /data/models/x.pt"),
     (PermissionError(13, "Permission denied", "/data/models"), "Permission denied: /data/models"),
     (MemoryError(), "not enough memory"),
+    (BrokenProcessPool("A process in the process pool was terminated abruptly"), "a worker process died"),
 ])
 def test_the_machines_refusals_are_one_line(monkeypatch, error, says):
     from esccli import store
@@ -30,6 +32,17 @@ def test_the_machines_refusals_are_one_line(monkeypatch, error, says):
     r = runner.invoke(app, ["models"])
     assert_one_line_error(r, says)
     assert r.exit_code == 1
+
+
+def test_a_bug_of_ours_is_not_dressed_as_a_dead_worker(monkeypatch):
+    from esccli import store
+
+    def fail(*a, **k):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(store, "list_models", fail)
+    r = runner.invoke(app, ["models"])
+    assert isinstance(r.exception, RuntimeError) and "worker" not in r.output
 
 
 def test_a_closed_pipe_ends_quietly(tmp_path):

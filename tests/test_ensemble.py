@@ -116,10 +116,12 @@ def test_an_interrupted_ensemble_resumes_where_it_stopped(pair, synth_features, 
     stop_in_member_2(synth_features, recipe, path)
     assert member_path(path, 0).is_file() and member_path(path, 1).with_suffix(".resume.pt").is_file()
     assert not path.exists()
+    shutil.copy(pair[2][0].path, tmp_path / "r.best.pt")  # a --save-best epoch of another model named r
     seen = []
     r = train(synth_features, recipe, path, fold=5, seed=7, resume=True, on_epoch=lambda s: seen.append((s.member, s.epoch)))
     assert seen == [(2, 2), (2, 3)]  # member 1 kept, member 2 continued after its first epoch
     assert states_equal(checkpoint.read(r.path)["state_dict"], checkpoint.read(ens.path)["state_dict"])
+    assert not (tmp_path / "r.best.pt").exists()  # an ensemble has no best epoch: that one was another model's
 
 
 def stop_in_member_2(synth_features, recipe, path):

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from esccli import predict as core
 from esccli.checkpoint import load as load_model
 from esccli.cli import app
-from esccli.cli.predict import AUDIO_GLOB
+from esccli.cli.predict import AUDIO_GLOB, _clock
 from synthetic import assert_one_line_error, class_signal, wav_bytes
 
 runner = CliRunner()
@@ -103,6 +103,12 @@ def test_top_classes_and_min_probability():
     assert top[1].category is None  # not an ESC-50 class
     assert [g.name for g in core.top_classes(p, classes, 3, min_probability=0.2)] == ["rooster", "made_up"]
     assert core.top_classes(p, classes, 10)[-1].name == "pig"
+
+
+@pytest.mark.parametrize("seconds, shown", [(0, "0:00.0"), (7.5, "0:07.5"), (59.94, "0:59.9"), (59.97, "1:00.0"),
+                                            (119.96, "2:00.0"), (3599.99, "1:00:00.0"), (3723, "1:02:03.0")])
+def test_times_are_rounded_before_they_are_split_into_minutes(seconds, shown):
+    assert _clock(seconds) == shown  # never "0:60.0"
 
 
 def test_timeline_merges_runs_and_tiles_the_file():

@@ -143,6 +143,25 @@ def test_validating_every_n_epochs_changes_only_which_epochs_are_scored(tmp_path
     assert all(h["val_acc"] is not None for h in best.history)
 
 
+def test_a_best_epoch_left_by_a_replaced_model_goes_with_it(tmp_path, synth_features):
+    recipe = tiny_recipe(epochs=2)
+    train(synth_features, recipe, tmp_path / "m.pt", fold=5, save_best=True)
+    assert (tmp_path / "m.best.pt").is_file()
+    train(synth_features, recipe, tmp_path / "m.pt", fold=5, seed=1)  # --force, without --save-best
+    assert not (tmp_path / "m.best.pt").exists() and (tmp_path / "m.pt").is_file()
+    # a run's own best epoch stays when it is resumed without --save-best
+    with pytest.raises(TrainingInterrupted):
+        train(synth_features, recipe, tmp_path / "r.pt", fold=5, save_best=True,
+              on_epoch=lambda s: (_ for _ in ()).throw(KeyboardInterrupt))
+    best = (tmp_path / "r.best.pt").read_bytes()
+    train(synth_features, recipe, tmp_path / "r.pt", fold=5, resume=True)
+    assert (tmp_path / "r.best.pt").read_bytes() == best
+    # a file esc cannot read is not deleted
+    (tmp_path / "m.best.pt").write_bytes(b"not a model")
+    train(synth_features, recipe, tmp_path / "m.pt", fold=5)
+    assert (tmp_path / "m.best.pt").read_bytes() == b"not a model"
+
+
 def test_resume_refuses_other_settings(tmp_path, synth_features):
     recipe = tiny_recipe(epochs=2)
     with pytest.raises(TrainingInterrupted):
@@ -154,6 +173,24 @@ def test_resume_refuses_other_settings(tmp_path, synth_features):
               on_epoch=lambda s: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(ModelError, match="other settings"):
         train(synth_features, recipe, tmp_path / "p.pt", fold=5, precision="bf16", resume=True)
+    # the same settings on other clips (a dataset fetched again between the two runs)
+    keep = np.arange(len(synth_features) - 1)
+    fewer = dataclasses.replace(synth_features, features=synth_features.features[keep],
+                                targets=synth_features.targets[keep], folds=synth_features.folds[keep],
+                                filenames=synth_features.filenames[:-1])
+    with pytest.raises(ModelError, match="other settings .*clips"):
+        train(fewer, recipe, tmp_path / "m.pt", fold=5, resume=True)
+    assert train(synth_features, recipe, tmp_path / "m.pt", fold=5, resume=True).resumed_from == 1
+
+
+def test_a_feature_set_knows_the_models_trained_on_it(synth_features, trained_model):
+    meta = checkpoint.read_meta(trained_model)
+    assert meta["train"]["data"] == synth_features.digest() and synth_features.made(meta)
+    assert synth_features.made({**meta, "train": {k: v for k, v in meta["train"].items() if k != "data"}})  # older
+    moved = dataclasses.replace(synth_features, folds=np.roll(synth_features.folds, 1))  # same clips, other folds
+    assert moved.digest() != synth_features.digest() and not moved.made(meta)
+    other = dataclasses.replace(synth_features, params=dataclasses.replace(synth_features.params, n_mels=8))
+    assert not other.made(meta)
 
 
 def test_models_made_before_a_later_recipe_field_count_at_its_old_behaviour():
@@ -460,11 +497,22 @@ def test_cross_validation_trains_each_fold_and_resumes(tmp_path, synth_features)
         t = checkpoint.read_meta(tmp_path / f"cv-fold{k}.pt")["train"]
         assert (r2.folds[k], r2.seconds[k]) == (t["metrics"]["val_acc"], t["seconds"])
 
-    # a finished fold made in another precision is not counted: it is trained again
+    # a finished fold made in another precision is not counted: it is refused, and trained again only if allowed
     other = "bf16" if checkpoint.read_meta(tmp_path / "cv-fold4.pt")["train"]["precision"] == "fp32" else "fp32"
-    run_cv(synth_features, recipe, tmp_path, "cv", folds=[4], resume=True, precision=other)
+    with pytest.raises(ModelError, match="cv-fold4.pt in .* was made with other settings") as e:
+        run_cv(synth_features, recipe, tmp_path, "cv", folds=[4], resume=True, precision=other)
+    assert "--force" in e.value.hint and (tmp_path / "cv-fold4.pt").stat().st_mtime_ns == before
+    run_cv(synth_features, recipe, tmp_path, "cv", folds=[4], resume=True, precision=other, overwrite=True)
     assert (tmp_path / "cv-fold4.pt").stat().st_mtime_ns != before
     assert checkpoint.read_meta(tmp_path / "cv-fold4.pt")["train"]["precision"] == other
+
+
+def test_resuming_a_cross_validation_that_never_started_is_refused(tmp_path, synth_features):
+    from esccli.crossval import run_cv
+
+    with pytest.raises(EscError, match="nothing to resume: no fold of cv was finished or started"):
+        run_cv(synth_features, tiny_recipe(epochs=1), tmp_path, "cv", folds=[4, 5], resume=True)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_recipe_with_a_setting_that_would_do_nothing_is_refused_before_training(tmp_path, synth_features):

@@ -4,6 +4,7 @@ Only typer and rich are imported at start-up; each command imports the heavy mod
 needs inside its function, so `esc --help` and shell completion stay fast.
 """
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -62,10 +63,23 @@ class EscGroup(TyperGroup):
         except MemoryError:
             common.error_line("not enough memory for this; try a smaller --batch-size or picture size")
             raise typer.Exit(1) from None
+        except RuntimeError as e:
+            if not _worker_died(e):
+                raise
+            common.error_line("a worker process died (the machine may have run out of memory); "
+                              "try fewer --jobs, or close other programs")
+            raise typer.Exit(1) from None
         except OSError as e:  # the machine's refusal (permissions, a full disk, a vanished path), not a bug of ours
             what = f"{e.strerror or e}: {e.filename}" if e.filename else str(e.strerror or e)
             common.error_line(f"{what}; check that the path exists, is writable and the disk has room")
             raise typer.Exit(1) from None
+
+
+def _worker_died(e: BaseException) -> bool:
+    """Whether `e` says a pool's worker process was killed under us (most often by the kernel, for memory).
+    concurrent.futures is looked up rather than imported: it is loaded whenever one of its pools raised."""
+    futures = sys.modules.get("concurrent.futures")
+    return futures is not None and isinstance(e, futures.BrokenExecutor)
 
 
 app = typer.Typer(

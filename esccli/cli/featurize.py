@@ -41,7 +41,8 @@ def featurize(
     fmax: Optional[float] = typer.Option(None, "--fmax", help="Highest mel frequency (Hz)."),
     top_db: Optional[float] = typer.Option(None, "--top-db", help="dB floor below each clip's maximum."),
     scale: Optional[str] = typer.Option(None, "--scale", help="db ([-1, 1]) or image (0..255, the notebook)."),
-    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes [default: all cores]."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1,
+                                       help="Worker processes [default: the cores, at most 8]."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Recompute even if an intact cache exists."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:

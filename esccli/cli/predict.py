@@ -198,7 +198,7 @@ def _rank_rows(top) -> list[list]:
 
 def _clock(seconds: float) -> str:
     """0:07.5, 12:03.0, 1:02:03.0"""
-    m, s = divmod(max(0.0, seconds), 60)
+    m, s = divmod(round(max(0.0, seconds), 1), 60)  # rounded first: 59.97 s is 1:00.0, not 0:60.0
     h, m = divmod(int(m), 60)
     return f"{h}:{m:02d}:{s:04.1f}" if h else f"{m}:{s:04.1f}"
 
