@@ -182,8 +182,8 @@ RECIPES = {
     # one network on all the cores, fewer epochs, its first stage as narrow as its stem (FAST_CHANNELS); crops
     # through random filters. It predicts as the mean over five copies of the input moved along the mel axis, and
     # scores the held-out fold halfway and at the end rather than every 10 epochs, as each scoring costs five.
-    # 96 epochs rather than 90 since round 12: +1.12 points over three seeds, 4.6-4.7 min per fold in fp32 on an
-    # AVX-512 CPU without bf16 (README)
+    # 96 epochs rather than 90 since round 12: +1.12 points over three seeds, 4.5-4.8 min per fold (medians
+    # 4.6-4.7) in fp32 on an AVX-512 CPU without bf16 (README)
     "fast": Recipe(arch_args=FAST_ARCH, epochs=96, members=1, eq_db=EQ_DB,
                    test_shifts=TEST_SHIFTS, val_every=48),
 }
