@@ -47,8 +47,10 @@ def _done(path: Path, fs, recipe: Recipe, seed: int, fold: int, precision: str) 
     else None."""
     if not path.is_file():
         return None
+    from esccli.train import made_by
+
     meta = checkpoint.read_meta(path)
-    if not (recipe.made(meta["train"], fold, seed, precision) and fs.made(meta)):
+    if not made_by(meta, recipe, fs, fold, seed, precision):
         return None
     return meta["train"]["metrics"]["val_acc"], meta["train"].get("seconds", 0.0)
 

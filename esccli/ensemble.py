@@ -48,7 +48,9 @@ def saved_progress(path: Path) -> bool:
 def is_member(meta: dict, recipe: Recipe, k: int, fold: int | None, seed: int, precision: str, fs) -> bool:
     """Whether a model (or resume) file's metadata is member k of `recipe` with this fold, seed and precision,
     trained on the features `fs` (FeatureSet.made)."""
-    return recipe.member(k).made(meta["train"], fold, recipe.member_seed(seed, k), precision) and fs.made(meta)
+    from esccli.train import made_by
+
+    return made_by(meta, recipe.member(k), fs, fold, recipe.member_seed(seed, k), precision)
 
 
 def default_jobs(members: int, cores: int) -> int:
@@ -149,7 +151,7 @@ def combine(fs, recipe: Recipe, member_paths: list[Path], out: Path, fold: int |
                 "metrics": b["train"]["metrics"], "seconds": b["train"]["seconds"]} for k, b in enumerate(blobs)]
     train_meta = {
         "recipe": recipe.to_dict(), "fold": fold, "seed": seed, "clips": blobs[0]["train"]["clips"],
-        "data": fs.digest(),
+        "clips_digest": fs.digest(),
         "parameters": count_parameters(model), "command": command, "precision": precision,
         # every epoch of every member, in member order (member k's entries carry "member": k + 1)
         "history": [{**h, "member": k + 1} for k, b in enumerate(blobs) for h in b["train"]["history"]],

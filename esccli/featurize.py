@@ -57,7 +57,7 @@ class FeatureSet:
     def made(self, meta: dict) -> bool:
         """Whether a model (or resume) file's metadata says it was trained on these features: the same parameters
         and the same clips (models from before the clips were recorded are taken at their word)."""
-        recorded = meta.get("train", {}).get("data")
+        recorded = meta.get("train", {}).get("clips_digest")
         return meta.get("features") == self.params.to_dict() and recorded in (None, self.digest())
 
 

@@ -3,9 +3,9 @@
 A training step allocates and frees the same tensors over and over, several of them megabytes large. glibc's
 malloc serves blocks that large with fresh pages from the kernel (mmap) and returns them when they are freed, so
 every step pays thousands of page faults, each page zeroed by the kernel: 1,900-6,600 per step of the fast preset
-on two threads of an AVX-512 Xeon (benchmarks/step_cost.py --give-back-memory), where keeping the memory made its epochs 0.91x as long, with the same weights
-(round 11, docs/ablation.md). Raising malloc's thresholds keeps those blocks in the process's heap instead, to be
-reused by the next step.
+on two threads of an AVX-512 Xeon (benchmarks/step_cost.py --give-back-memory), where keeping the memory made its
+epochs 0.91x as long, with the same weights (round 11, docs/ablation.md). Raising malloc's thresholds keeps those
+blocks in the process's heap instead, to be reused by the next step.
 """
 
 import ctypes

@@ -293,7 +293,8 @@ def train(
         "classes": list(CLASS_NAMES),
         "mel_basis": torch.from_numpy(params_basis(fs.params).copy()),
         "train": {
-            "recipe": recipe.to_dict(), "fold": fold, "seed": seed, "clips": len(train_idx), "data": fs.digest(),
+            "recipe": recipe.to_dict(), "fold": fold, "seed": seed, "clips": len(train_idx),
+            "clips_digest": fs.digest(),
             "parameters": count_parameters(model), "command": command, "precision": precision, "history": [],
             "created": None, "metrics": {},
         },
@@ -303,7 +304,7 @@ def train(
     start, history, best_acc = 0, [], -1.0
     if resume and resume_path.exists():
         blob = checkpoint.read(resume_path)
-        if not (recipe.made(blob["train"], fold, seed, precision) and fs.made(blob)):
+        if not made_by(blob, recipe, fs, fold, seed, precision):
             raise ModelError(f"{resume_path} was made with other settings (recipe, fold, seed, features, clips or "
                              "precision)",
                              "run again without --resume to start over")
@@ -393,6 +394,13 @@ def train(
     if not save_best:
         _drop_stale_best(path, history)
     return TrainResult(path, meta, history, resumed_from=start)
+
+
+def made_by(meta: dict, recipe: Recipe, fs: FeatureSet, fold: int | None, seed: int, precision: str) -> bool:
+    """Whether a model (or resume) file's metadata says `recipe` made it with this held-out fold, seed and
+    precision, on the features and clips of `fs`: what resuming it, reusing it as a finished fold or joining it
+    as an ensemble member requires."""
+    return recipe.made(meta["train"], fold, seed, precision) and fs.made(meta)
 
 
 def _drop_stale_best(path: Path, history: list[dict]) -> None:

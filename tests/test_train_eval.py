@@ -185,8 +185,9 @@ def test_resume_refuses_other_settings(tmp_path, synth_features):
 
 def test_a_feature_set_knows_the_models_trained_on_it(synth_features, trained_model):
     meta = checkpoint.read_meta(trained_model)
-    assert meta["train"]["data"] == synth_features.digest() and synth_features.made(meta)
-    assert synth_features.made({**meta, "train": {k: v for k, v in meta["train"].items() if k != "data"}})  # older
+    assert meta["train"]["clips_digest"] == synth_features.digest() and synth_features.made(meta)
+    older = {**meta, "train": {k: v for k, v in meta["train"].items() if k != "clips_digest"}}
+    assert synth_features.made(older)
     moved = dataclasses.replace(synth_features, folds=np.roll(synth_features.folds, 1))  # same clips, other folds
     assert moved.digest() != synth_features.digest() and not moved.made(meta)
     other = dataclasses.replace(synth_features, params=dataclasses.replace(synth_features.params, n_mels=8))

@@ -8,7 +8,6 @@ from typing import Optional
 import typer
 
 from esccli.cli import common
-from esccli.recipes import RECIPES  # dataclasses only: light enough for --help
 
 
 def _fmt(x, pct: bool = False) -> str:
@@ -32,7 +31,7 @@ def train(
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs [default: the recipe's]."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Batch size [default: the recipe's]."),
     lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Peak learning rate [default: the recipe's]."),
-    val_every: Optional[int] = typer.Option(None, "--val-every", min=1, help="Score the held-out fold every N epochs and after the last (every epoch with --save-best); training is the same for any N [default: the recipe's: " + ", ".join(f"{r.val_every} for {n}" for n, r in RECIPES.items()) + "]."),
+    val_every: Optional[int] = typer.Option(None, "--val-every", min=1, help="Score the held-out fold every N epochs and after the last (every epoch with --save-best); training is the same for any N [default: the recipe's]."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same model on the same machine."),
     device: common.Device = typer.Option(common.Device.auto, "--device", help="Where the networks train."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 where the hardware computes it natively, else fp32), fp32 or bf16."),
