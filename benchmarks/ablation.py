@@ -3,6 +3,7 @@
     python benchmarks/ablation.py --preset default --fold 1 --set epochs=30 --set mixup_alpha=0.2
     python benchmarks/ablation.py --set 'arch_args={"channels": [32, 64, 128, 256]}' --threads 1
     python benchmarks/ablation.py --feature n_mels=128 --set 'arch_args={"stem_pool": [4, 2]}'
+    python benchmarks/ablation.py --jobs 2 --set 'arch_args={"stem_order": "relu-pool-bn"}'  # members side by side
 
 Each --set overrides one field of the recipe (esccli/recipes.py); the value is read as JSON when it parses,
 else as a string. Each --feature overrides one feature parameter of the recipe's feature preset
@@ -32,12 +33,16 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
     ap.add_argument("--feature", action="append", default=[], metavar="FIELD=VALUE")
-    ap.add_argument("--threads", type=int)
+    ap.add_argument("--threads", type=int, help="threads per training process [default: the cores / --jobs]")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="an ensemble's members trained side by side, each in its own process, as esc train does "
+                         "(--jobs 2 for the default on two cores) [default: 1, one after the other]")
     ap.add_argument("--name", help="name of the run (default: made from the overrides)")
     args = ap.parse_args()
     overrides = dict(parse_set(s) for s in args.set)
     recipe = get_recipe(args.preset).with_overrides(**overrides)
-    set_threads(threads=args.threads)
+    member_jobs = min(recipe.members, args.jobs)
+    set_threads(member_jobs, args.threads)
     layout = paths.layout(prepare())
     feature_overrides = dict(parse_set(s) for s in args.feature)
     fs = load_or_build(layout, dataclasses.replace(PRESETS[recipe.features], **feature_overrides).validate())
@@ -53,7 +58,8 @@ def main() -> None:
                   f"{s.seconds:.1f} s (data {s.data_seconds:.1f} s)", flush=True)
 
     t = time.perf_counter()
-    result = train(fs, recipe, out, fold=args.fold, seed=args.seed, on_epoch=on_epoch)
+    result = train(fs, recipe, out, fold=args.fold, seed=args.seed, on_epoch=on_epoch,
+                   member_jobs=member_jobs, member_threads=args.threads)
     wall = time.perf_counter() - t
     acc = result.meta["train"]["metrics"]["val_acc"]  # an ensemble's, not its last member's
     last_step = result.meta["train"]["metrics"].get("last_step_val_acc")  # with ema_decay: without the average
