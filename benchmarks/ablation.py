@@ -17,7 +17,7 @@ import dataclasses
 import json
 import time
 
-from common import BENCH_HOME, parse_set, prepare
+from common import BENCH_HOME, parse_set, peak_rss_gb, prepare
 
 from esccli import paths
 from esccli.featurize import load_or_build
@@ -63,7 +63,10 @@ def main() -> None:
     wall = time.perf_counter() - t
     acc = result.meta["train"]["metrics"]["val_acc"]  # an ensemble's, not its last member's
     last_step = result.meta["train"]["metrics"].get("last_step_val_acc")  # with ema_decay: without the average
-    print(json.dumps({"name": name, "fold": args.fold, "val_acc": acc, "minutes": round(wall / 60, 2),
+    # peak memory: this process (a single network's training), and the largest member process of an ensemble
+    memory = {"peak_gb": round(peak_rss_gb(), 2)} | ({"peak_member_gb": round(peak_rss_gb(children=True), 2)}
+                                                     if member_jobs > 1 else {})
+    print(json.dumps({"name": name, "fold": args.fold, "val_acc": acc, "minutes": round(wall / 60, 2), **memory,
                       **({"last_step_val_acc": last_step} if last_step is not None else {}),
                       "parameters": result.meta["train"]["parameters"], "overrides": overrides, "features": feature_overrides}), flush=True)
 

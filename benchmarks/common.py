@@ -7,6 +7,7 @@ user's own data dir.
 
 import json
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,13 @@ def resumable(name: str, home: Path = BENCH_HOME) -> bool:
     from esccli.ensemble import saved_progress
 
     return saved_progress(home / "models" / f"{name}.pt")
+
+
+def peak_rss_gb(children: bool = False) -> float:
+    """Peak resident memory of this process, or of the largest of its finished child processes (as far down as
+    each waited for its own: an esc train and its ensemble members), in GB. Linux reports ru_maxrss in KiB."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF)
+    return usage.ru_maxrss * 1024 / 1e9
 
 
 def parse_set(item: str) -> tuple[str, object]:

@@ -19,7 +19,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from common import BENCH_HOME, esc, median, prepare, resumable
+from common import BENCH_HOME, esc, median, peak_rss_gb, prepare, resumable
 
 from esccli import checkpoint
 from esccli.metrics import mean_std
@@ -48,6 +48,7 @@ def main() -> None:
     def train_meta(name: str) -> dict:
         return checkpoint.read_meta(BENCH_HOME / "models" / f"{name}.pt")["train"]
 
+    before_training = peak_rss_gb(children=True)
     results = {}
     todo = []
     for k in args.folds:
@@ -93,6 +94,11 @@ def main() -> None:
           + (f"; the {len(scored)} that also scored the fold: {median(scored):.2f} s" if scored else ""))
     print(f"{tag}: folds {sorted(results)}: mean {mean:.2%} ± {std:.2%}"
           + (f"; median wall time per fold {median(walls) / 60:.1f} min" if walls else ""))
+    if walls:  # the largest process this run trained in (an esc train, or one of its ensemble's members), unless
+        # esc featurize or esc models, run before them, took more
+        peak = peak_rss_gb(children=True)
+        print(f"peak memory of the largest training process: {peak:.2f} GB" if peak > before_training else
+              f"peak memory of the largest training process: at most {peak:.2f} GB (esc featurize's)")
     print(f"(models in {BENCH_HOME}/models)")
 
 
