@@ -9,7 +9,8 @@
   mean), so it accepts any number of frames (short crops in training, whole clips at test time). The other
   arguments (`pool="max"`, a coarser `stem_pool`, more or wider `channels`) are the variants docs/ablation.md
   measured; none beat the defaults. The fast preset narrows the first stage (`channels`, recipes.FAST_CHANNELS)
-  to save time, at a small cost in accuracy, and normalises its stem after the pooling (`stem_order`, STEM_ORDERS).
+  to save time, at a small cost in accuracy; both presets normalise the stem after its pooling (`stem_order`,
+  STEM_ORDERS).
 - `ensemble`: several networks of one architecture, trained apart (on differently augmented data or with other
   seeds: esccli/ensemble.py); its output is the log of their mean probability, so softmax gives their average.
 - `ShiftAverage`: any of them scored on copies of the input moved up and down the mel axis, averaged the same
