@@ -63,7 +63,8 @@ def main() -> None:
     wall = time.perf_counter() - t
     acc = result.meta["train"]["metrics"]["val_acc"]  # an ensemble's, not its last member's
     last_step = result.meta["train"]["metrics"].get("last_step_val_acc")  # with ema_decay: without the average
-    # peak memory: this process (a single network's training), and the largest member process of an ensemble
+    # peak memory: this process (a single network's training, or with --jobs > 1 the one that starts the members),
+    # and the largest child process (an ensemble's member, or esc fetch when prepare() installed the data)
     memory = {"peak_gb": round(peak_rss_gb(), 2)} | ({"peak_member_gb": round(peak_rss_gb(children=True), 2)}
                                                      if member_jobs > 1 else {})
     print(json.dumps({"name": name, "fold": args.fold, "val_acc": acc, "minutes": round(wall / 60, 2), **memory,

@@ -95,10 +95,10 @@ def main() -> None:
     print(f"{tag}: folds {sorted(results)}: mean {mean:.2%} ± {std:.2%}"
           + (f"; median wall time per fold {median(walls) / 60:.1f} min" if walls else ""))
     if walls:  # the largest process this run trained in (an esc train, or one of its ensemble's members), unless
-        # esc featurize or esc models, run before them, took more
+        # esc fetch, featurize or models, run before them, took more
         peak = peak_rss_gb(children=True)
         print(f"peak memory of the largest training process: {peak:.2f} GB" if peak > before_training else
-              f"peak memory of the largest training process: at most {peak:.2f} GB (esc featurize's)")
+              f"peak memory of the largest training process: at most {peak:.2f} GB (another esc command's, run before)")
     print(f"(models in {BENCH_HOME}/models)")
 
 

@@ -166,7 +166,8 @@ FAST_CHANNELS = [16, 64, 128]
 # escnet's own order, and +0.20 points over five folds, within the noise (round 11)
 FAST_ARCH = {"channels": FAST_CHANNELS, "stem_order": "relu-pool-bn"}
 # the default's networks keep escnet's channels and take the same stem order: +0.30 points over five folds (within
-# the noise) and 16.6-16.7 min per fold rather than 17.9-18.6 in fp32 on an AVX-512 CPU without bf16 (round 13)
+# the noise) and 16.6 min per fold (median of the training calls) rather than 18.0, in fp32 on an AVX-512 CPU
+# without bf16 (round 13)
 DEFAULT_ARCH = {"stem_order": "relu-pool-bn"}
 
 RECIPES = {
