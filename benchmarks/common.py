@@ -92,6 +92,27 @@ def held_out(lm, fold: int, home: Path = BENCH_HOME):
     return x[folds == fold], y[folds == fold]
 
 
+def fold_model_options(ap, name: str = "bench-default") -> None:
+    """The arguments of the scripts that score stored fold models: the files, or the NAME they were stored under."""
+    ap.add_argument("models", nargs="*", help="fold model files [default: BENCH_HOME/models/NAME-fold1..5.pt]")
+    ap.add_argument("--name", default=name)
+    ap.add_argument("--threads", type=int, default=2)
+
+
+def fold_model_paths(args) -> list:
+    """The fold model files fold_model_options' arguments name."""
+    return args.models or [BENCH_HOME / "models" / f"{args.name}-fold{k}.pt" for k in range(1, 6)]
+
+
+def print_accuracies(accs: dict) -> None:
+    """One line per set of copies: its accuracy on each fold model, and their mean."""
+    import numpy as np
+
+    width = max(len(name) for name in accs)
+    for name, a in accs.items():
+        print(f"{name:{width}s} " + "  ".join(f"{v:.2%}" for v in a) + f"   mean {np.mean(a):.2%}")
+
+
 def memory_option(ap) -> None:
     """--give-back-memory: leave malloc as it is, rather than keep freed memory as `esc train` does."""
     ap.add_argument("--give-back-memory", action="store_true",

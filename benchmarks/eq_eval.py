@@ -6,8 +6,8 @@
 
 Feeds each fold model (BENCH_HOME/models/NAME-foldK.pt, as `python benchmarks/crossval.py` leaves them, or the
 files given) its held-out fold of the shared 16 kHz ESC-50 copy as it is, and also through random filters as
-training draws them (augment.random_eq, at the recipe's eq_db unless --db is given; the filters are drawn with a
-fixed seed, so every model sees the same ones), and prints the accuracy of the mean probability over each set of
+training draws them (augment.random_curve and apply_curve, as random_eq does, at the recipe's eq_db unless --db is
+given; the filters are drawn with a fixed seed, so every model sees the same ones), and prints the accuracy of the mean probability over each set of
 copies, per fold and over the five. "±K" pairs each of K filters with its mirror image (the gains negated), so the
 copies' colourings average to none. The model is scored as `esc eval` scores it (an ensemble's mean, a recipe's
 test shifts included).
@@ -15,32 +15,22 @@ test shifts included).
 
 import argparse
 
-import numpy as np
 import torch
-from common import fold_model, held_out, BENCH_HOME
+from common import fold_model, fold_model_options, fold_model_paths, held_out, print_accuracies
 
-from esccli.augment import random_curve
+from esccli.augment import apply_curve, random_curve
 
 SETS = ("none", "2", "4", "8", "±2", "±4")
 
 
-def filtered(x: torch.Tensor, curve: torch.Tensor, db_range: float) -> torch.Tensor:
-    """augment.random_eq with a given curve [1, 1, n_mels, 1] in dB, for every clip of x."""
-    y = x + curve / (db_range / 2)
-    y = y - (y.amax(dim=(1, 2, 3), keepdim=True) - 1.0)
-    return torch.where(x <= -1.0, x, y.clamp_min(-1.0))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("models", nargs="*", help="fold model files [default: BENCH_HOME/models/NAME-fold1..5.pt]")
-    ap.add_argument("--name", default="bench-default")
+    fold_model_options(ap)
     ap.add_argument("--db", type=float, help="the filters' range, ± dB [default: the model's recipe's eq_db]")
-    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     accs = {name: [] for name in SETS}
-    for path in args.models or [BENCH_HOME / "models" / f"{args.name}-fold{k}.pt" for k in range(1, 6)]:
+    for path in fold_model_paths(args):
         lm, k = fold_model(path)
         x, y = held_out(lm, k)
         db = args.db if args.db is not None else lm.meta["train"]["recipe"]["eq_db"]
@@ -53,15 +43,14 @@ def main() -> None:
                 return torch.cat([model(x_[i:i + 100]).softmax(-1) for i in range(0, len(x_), 100)])
 
         plain = probs(x)
-        up = [probs(filtered(x, c, lm.params.top_db)) for c in curves]
-        down = [probs(filtered(x, -c, lm.params.top_db)) for c in curves[:4]]
+        up = [probs(apply_curve(x, c, lm.params.top_db)) for c in curves]
+        down = [probs(apply_curve(x, -c, lm.params.top_db)) for c in curves[:4]]
         views = {"none": [plain], "2": [plain] + up[:2], "4": [plain] + up[:4], "8": [plain] + up,
                  "±2": [plain] + up[:2] + down[:2], "±4": [plain] + up[:4] + down[:4]}
         for name in SETS:
             accs[name].append(float((sum(views[name]).argmax(1) == y).float().mean()))
         print(f"fold {k}: " + "  ".join(f"{name} {accs[name][-1]:.2%}" for name in SETS), flush=True)
-    for name, a in accs.items():
-        print(f"{name:5s} " + "  ".join(f"{v:.2%}" for v in a) + f"   mean {np.mean(a):.2%}")
+    print_accuracies(accs)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,8 @@ scored by its network alone, as if it had none.
 
 import argparse
 
-import numpy as np
 import torch
-from common import BENCH_HOME, fold_model, held_out
+from common import fold_model, fold_model_options, fold_model_paths, held_out, print_accuracies
 
 from esccli.augment import shift_mel
 from esccli.models import without_test_shifts
@@ -25,13 +24,11 @@ SHIFT_SETS = {"none": [0], "±1": [-1, 0, 1], "±2": [-2, -1, 0, 1, 2], "±3": l
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("models", nargs="*", help="fold model files [default: BENCH_HOME/models/NAME-fold1..5.pt]")
-    ap.add_argument("--name", default="bench-default")
-    ap.add_argument("--threads", type=int, default=2)
+    fold_model_options(ap)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     accs = {name: [] for name in SHIFT_SETS}
-    for path in args.models or [BENCH_HOME / "models" / f"{args.name}-fold{k}.pt" for k in range(1, 6)]:
+    for path in fold_model_paths(args):
         lm, k = fold_model(path)
         x, y = held_out(lm, k)
         net = without_test_shifts(lm.model)  # the network alone, also for a model that averages over shifts
@@ -39,8 +36,7 @@ def main() -> None:
             probs = {b: net(shift_mel(x, torch.full((len(x),), b))).softmax(-1) for b in range(-3, 4)}
         for name, bins in SHIFT_SETS.items():
             accs[name].append(float((sum(probs[b] for b in bins).argmax(1) == y).float().mean()))
-    for name, a in accs.items():
-        print(f"{name:9s} " + "  ".join(f"{v:.2%}" for v in a) + f"   mean {np.mean(a):.2%}")
+    print_accuracies(accs)
 
 
 if __name__ == "__main__":

@@ -71,7 +71,12 @@ def random_eq(x: torch.Tensor, max_db: float, db_range: float, g: torch.Generato
     (silence) stay there. Both carry part of the measured gain (docs/ablation.md, round 5)."""
     if max_db <= 0:
         return x
-    curve = random_curve(x.shape[0], x.shape[2], max_db, points, g)
+    return apply_curve(x, random_curve(x.shape[0], x.shape[2], max_db, points, g), db_range)
+
+
+def apply_curve(x: torch.Tensor, curve: torch.Tensor, db_range: float) -> torch.Tensor:
+    """random_eq's filter with a given gain curve in dB ([batch or 1, 1, n_mels, 1]): added to the features (dB
+    scaled to [-1, 1] over `db_range` dB), the clip rescaled to peak at 0 dB, bins at the floor left there."""
     y = x + curve / (db_range / 2)  # in feature units
     y = y - (y.amax(dim=(1, 2, 3), keepdim=True) - 1.0)
     return torch.where(x <= -1.0, x, y.clamp_min(-1.0))
