@@ -1,10 +1,11 @@
 """The feature cache: log-mel spectrograms of every ESC-50 clip, computed once and kept on disk.
 
 A cache lives in `<data>/features/<params key>-<csv hash>/` as `features.npy` (float16 [clips, n_mels, frames])
-and `index.json` (the parameters, each clip's name, fold and target, the array's shape and sha256). Changing a
-feature parameter or the dataset names a new cache; a cache whose checksum, shape or dtype does not match, or
-whose clip list is not the dataset's, is rebuilt, never used. Clips are decoded and transformed by `jobs` worker
-processes in chunks.
+and `index.json` (the parameters, each clip's name, fold and target, the array's shape and sha256, and the size
+and modification time of each clip's audio file). Changing a feature parameter or the dataset's csv names a new
+cache; a cache whose checksum, shape or dtype does not match, whose clip list is not the dataset's, or whose audio
+files have been replaced or touched since (or which predates that record), is rebuilt, never used. Clips are
+decoded and transformed by `jobs` worker processes in chunks.
 """
 
 import hashlib
@@ -24,7 +25,7 @@ from esccli.audio import load_audio
 from esccli.dataset import META_CSV, Clip, audio_path, read_metadata
 from esccli.errors import DatasetError, EscError
 from esccli.features import FeatureParams, log_mel, pad_or_trim, params_basis
-from esccli.fsutil import atomic_write, atomic_write_text, folder_lock, sha256_file
+from esccli.fsutil import atomic_write, atomic_write_text, folder_lock, remove_stale_temporaries, sha256_file
 from esccli.paths import Layout
 
 CACHE_FORMAT = 1
@@ -42,6 +43,7 @@ class FeatureSet:
     params: FeatureParams
     path: Path | None = None  # the cache folder it came from
     built: bool = False  # True when this call computed it, False when it was read from the cache
+    audio: list | None = None  # each clip's audio file as it was computed from: [name, size, mtime_ns] (audio_stamps)
 
     def __len__(self) -> int:
         return len(self.filenames)
@@ -107,6 +109,19 @@ def _describes(fs: FeatureSet, clips: list[Clip]) -> bool:
         and fs.targets.tolist() == [c.target for c in clips]
 
 
+def audio_stamps(root: Path, clips: list[Clip]) -> list[list] | None:
+    """Each clip's audio file as [name, size in bytes, modification time in ns], or None when one is missing: what a
+    cache records so that audio replaced under an unchanged csv is not served from features of the old audio."""
+    stamps = []
+    for c in clips:
+        p = audio_path(root, c.filename)
+        if p is None:
+            return None
+        st = p.stat()
+        stamps.append([p.name, st.st_size, st.st_mtime_ns])
+    return stamps
+
+
 def cache_dir(layout: Layout, params: FeatureParams, csv_sha: str) -> Path:
     return layout.features / f"{params.key()}-{csv_sha[:8]}"
 
@@ -134,27 +149,20 @@ def load_or_build(
         folder = cache_dir(layout, params, csv_sha)
         with folder_lock(layout.locks / f"features-{folder.name}.lock", "the feature cache"):
             clips = read_metadata(root)
+            stamps = audio_stamps(root, clips)  # before computing: audio changed meanwhile shows at the next call
             if not rebuild:
                 cached = read_cache(folder, params)
-                # index.json has no checksum of its own: its clip list must be the dataset's, clip for clip
-                if cached is not None and _describes(cached, clips):
+                # index.json has no checksum of its own: its clip list must be the dataset's, clip for clip, and
+                # the audio files the ones it was computed from
+                if cached is not None and _describes(cached, clips) and stamps is not None and cached.audio == stamps:
                     return cached
             check_bands(params)
-            _remove_leftovers(folder)
+            remove_stale_temporaries(folder, older_than=0)  # we hold its lock: a killed writer's, none in use
             features = compute_features(root, clips, params, jobs or default_jobs(), progress)
             fs = FeatureSet(features, np.array([c.target for c in clips], np.int64), np.array([c.fold for c in clips], np.int64),
-                            [c.filename for c in clips], params, folder, built=True)
+                            [c.filename for c in clips], params, folder, built=True, audio=stamps)
             write_cache(folder, fs, csv_sha)
             return fs
-
-
-def _remove_leftovers(folder: Path) -> None:
-    """Delete the temporary files of a process killed while writing this cache (we hold its lock: none is in use)."""
-    for tmp in folder.glob(".*.tmp"):
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
 
 
 def compute_features(root: Path, clips: list[Clip], params: FeatureParams, jobs: int,
@@ -215,6 +223,7 @@ def write_cache(folder: Path, fs: FeatureSet, csv_sha: str) -> None:
         "dtype": str(fs.features.dtype),
         "sha256": sha256_file(folder / "features.npy"),
         "clips": [{"filename": n, "fold": int(f), "target": int(t)} for n, f, t in zip(fs.filenames, fs.folds, fs.targets)],
+        "audio": fs.audio,
     }
     atomic_write_text(folder / "index.json", json.dumps(index))  # written last: its presence marks a whole cache
 
@@ -234,10 +243,11 @@ def read_cache(folder: Path, params: FeatureParams) -> FeatureSet | None:
         filenames = [str(c["filename"]) for c in clips]
         targets = np.array([c["target"] for c in clips], np.int64)
         folds = np.array([c["fold"] for c in clips], np.int64)
+        audio = index.get("audio")
     except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError):
         return None
     if not isinstance(features, np.ndarray) or features.dtype != np.float16 or index.get("dtype") != "float16" \
             or list(features.shape) != index["shape"] or features.shape[0] != len(filenames) \
             or features.shape[1:] != (params.n_mels, params.frames):
         return None
-    return FeatureSet(features, targets, folds, filenames, params, folder)
+    return FeatureSet(features, targets, folds, filenames, params, folder, audio=audio)

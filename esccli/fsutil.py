@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -33,6 +34,28 @@ def atomic_write(path: Path, mode: str = "wb") -> Iterator[BinaryIO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+# a temporary of atomic_write untouched for this long belongs to no live write (one renames its file within
+# moments of its last byte): it is what a killed process left
+STALE_TEMPORARY_SECONDS = 3600
+
+
+def remove_stale_temporaries(folder: Path, older_than: float = STALE_TEMPORARY_SECONDS) -> list[Path]:
+    """Delete atomic_write's temporary files in `folder` (".<name>.<random>.tmp") not modified for `older_than`
+    seconds (0: all of them, for a caller whose lock says no write is in progress): what a process killed while
+    writing leaves behind. Returns those it deleted."""
+    removed = []
+    now = time.time()
+    for tmp in Path(folder).glob(".*.tmp"):
+        try:
+            if not tmp.is_file() or (older_than > 0 and now - tmp.stat().st_mtime < older_than):
+                continue
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:  # gone meanwhile, or not ours to delete: leave it
+            pass
+    return removed
 
 
 def _umask() -> int:

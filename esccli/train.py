@@ -23,6 +23,7 @@ from esccli.classes import CLASS_NAMES
 from esccli.errors import EscError, ModelError
 from esccli.features import FeatureParams, params_basis
 from esccli.featurize import FeatureSet
+from esccli.fsutil import remove_stale_temporaries
 from esccli.memory import keep_freed_memory
 from esccli.models import ModelConfig, build_model, count_parameters, with_test_shifts
 from esccli.recipes import READS_DB, Recipe
@@ -257,6 +258,7 @@ def train(
     check_recipe(recipe, fs.params)
     check_save_best(recipe, save_best, fold)
     keep_freed_memory()  # each step reuses the memory the last one freed (esccli/memory.py)
+    remove_stale_temporaries(path.parent)  # what trainings killed while saving left (fsutil)
     if recipe.members > 1:
         from esccli.ensemble import train_ensemble
 

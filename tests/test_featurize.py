@@ -7,6 +7,7 @@ fresh build. Then `esc featurize` itself: JSON, workers, and the one-line errors
 """
 
 import json
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -260,6 +261,8 @@ DAMAGE = {
     "other parameters": lambda d: edit_index(d, lambda ix: ix["params"].update(top_db=60.0)),
     "unknown parameter": lambda d: edit_index(d, lambda ix: ix["params"].update(colour="blue")),
     "future format": lambda d: edit_index(d, lambda ix: ix.update(format=99)),
+    "no record of the audio files (a cache from before it was kept)": lambda d: edit_index(d, lambda ix: ix.pop("audio")),
+    "another size recorded for a clip's audio": lambda d: edit_index(d, lambda ix: ix["audio"][2].__setitem__(1, 7)),
     "float32 array": float32_copy,
     "a killed writer's leftovers": killed_writer,
 }
@@ -294,6 +297,27 @@ def test_one_and_two_workers_give_identical_arrays(synth_dataset, synth_features
     clips = read_metadata(synth_dataset)[:70]  # three chunks of 32: workers finish in any order
     two = compute_features(synth_dataset, clips, PARAMS, jobs=2)
     assert np.array_equal(two, synth_features.features[:70])  # synth_features was built with jobs=1
+
+
+def test_audio_replaced_under_the_same_csv_is_featurized_again(esc_home, small, tmp_path):
+    root = tmp_path / "ESC-50"
+    shutil.copytree(small[0], root)  # the audio folder link becomes a real folder
+    L = layout(esc_home)
+    first = load_or_build(L, PARAMS, dataset_root=root, jobs=1)
+    assert first.built and not load_or_build(L, PARAMS, dataset_root=root, jobs=1).built
+    clips = read_metadata(root)
+    target, other = root / "audio" / clips[4].filename, root / "audio" / clips[9].filename
+    assert clips[4].target != clips[9].target
+    stat = target.stat()
+    shutil.copyfile(other, target)  # clip 4 now holds clip 9's sound; the csv is unchanged
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a later time even on a coarse clock
+    again = load_or_build(L, PARAMS, dataset_root=root, jobs=1)
+    assert again.built and again.path == first.path
+    assert np.array_equal(again.features[4], first.features[9])  # the new audio's features, not the old ones
+    assert np.array_equal(np.delete(again.features, 4, 0), np.delete(first.features, 4, 0))
+    assert not load_or_build(L, PARAMS, dataset_root=root, jobs=1).built  # and that is cached in turn
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2 * 10**9))  # touched, same bytes: rebuilt too,
+    assert load_or_build(L, PARAMS, dataset_root=root, jobs=1).built  # as only size and time are compared
 
 
 def test_a_missing_or_broken_clip_is_a_clear_error(esc_home, small, tmp_path):

@@ -1,7 +1,9 @@
 import dataclasses
 import json
+import os
 import pickle
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -424,7 +426,6 @@ def test_interrupted_save_keeps_the_previous_checkpoint(trained_model, tmp_path,
     shutil.copy(trained_model, path)
     before = path.read_bytes()
     blob = checkpoint.read(path)
-    import os
 
     def full_disk(*a, **k):
         raise OSError(28, "No space left on device")
@@ -434,6 +435,20 @@ def test_interrupted_save_keeps_the_previous_checkpoint(trained_model, tmp_path,
         checkpoint.save(path, {k: v for k, v in blob.items() if k != "state_dict"}, blob["state_dict"])
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary left behind
+
+
+def test_a_training_removes_what_a_killed_save_left_and_nothing_else(tmp_path, synth_features):
+    hour_old = time.time() - 2 * 3600
+    left = tmp_path / ".m.pt.k1ll3d.tmp"  # a save killed two hours ago (atomic_write's name for m.pt)
+    left.write_bytes(b"half a model")
+    os.utime(left, (hour_old, hour_old))
+    live = tmp_path / ".m.resume.pt.wr1t1ng.tmp"  # one being written now, by another training
+    live.write_bytes(b"in progress")
+    old_file = tmp_path / ".notes.txt"  # not a temporary: never touched
+    old_file.write_text("mine")
+    os.utime(old_file, (hour_old, hour_old))
+    train(synth_features, tiny_recipe(epochs=1), tmp_path / "n.pt", fold=5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, old_file.name, "n.pt"]
 
 
 def test_store_default_and_names(trained_model, esc_home):
