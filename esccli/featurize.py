@@ -26,10 +26,12 @@ from esccli.dataset import META_CSV, Clip, audio_path, read_metadata
 from esccli.errors import DatasetError, EscError
 from esccli.features import FeatureParams, log_mel, pad_or_trim, params_basis
 from esccli.fsutil import atomic_write, atomic_write_text, folder_lock, remove_stale_temporaries, sha256_file
+from esccli.memory import physical_memory
 from esccli.paths import Layout
 
 CACHE_FORMAT = 1
 CHUNK = 32  # clips per worker task
+MEMORY_SHARE = 0.8  # a build that would need more than this share of the machine's memory is refused
 
 
 @dataclass
@@ -109,6 +111,26 @@ def _describes(fs: FeatureSet, clips: list[Clip]) -> bool:
         and fs.targets.tolist() == [c.target for c in clips]
 
 
+def build_bytes(params: FeatureParams, clips: int, jobs: int) -> int:
+    """About the memory a build of `clips` clips takes at its peak: the float16 array, and in each of `jobs`
+    workers a chunk's waves, STFT (complex64), power and mel steps (float32)."""
+    chunk = min(CHUNK, clips)
+    per_chunk = chunk * (params.clip_samples * 4 * 2
+                         + params.frames * ((params.n_fft // 2 + 1) * (8 + 4) + params.n_mels * 4 * 3))
+    return clips * params.n_mels * params.frames * 2 + max(1, jobs) * per_chunk
+
+
+def check_memory(params: FeatureParams, clips: int, jobs: int) -> None:
+    """Refuse a build that would not fit in this machine's memory (a very short hop, a huge n_fft or thousands of
+    mels) before it starts, rather than let it be killed half way."""
+    total, need = physical_memory(), build_bytes(params, clips, jobs)
+    if total is not None and need > MEMORY_SHARE * total:
+        raise FeatureParamsError(f"bad feature parameters: these features of {clips} clips would take about "
+                                 f"{need / 1e9:.1f} GB of memory to compute, more than this machine's "
+                                 f"{total / 1e9:.1f} GB allows", "use fewer mels, a longer hop, a smaller n_fft or "
+                                 "fewer --jobs")
+
+
 def audio_stamps(root: Path, clips: list[Clip]) -> list[list] | None:
     """Each clip's audio file as [name, size in bytes, modification time in ns], or None when one is missing: what a
     cache records so that audio replaced under an unchanged csv is not served from features of the old audio."""
@@ -157,8 +179,10 @@ def load_or_build(
                 if cached is not None and _describes(cached, clips) and stamps is not None and cached.audio == stamps:
                     return cached
             check_bands(params)
+            jobs = jobs or default_jobs()
+            check_memory(params, len(clips), jobs)
             remove_stale_temporaries(folder, older_than=0)  # we hold its lock: a killed writer's, none in use
-            features = compute_features(root, clips, params, jobs or default_jobs(), progress)
+            features = compute_features(root, clips, params, jobs, progress)
             fs = FeatureSet(features, np.array([c.target for c in clips], np.int64), np.array([c.fold for c in clips], np.int64),
                             [c.filename for c in clips], params, folder, built=True, audio=stamps)
             write_cache(folder, fs, csv_sha)

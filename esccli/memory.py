@@ -1,4 +1,5 @@
-"""How a training process gets its memory: keep what it frees for the next step rather than hand it back.
+"""How much memory this machine has, and how a training process gets its memory: keep what it frees for the next
+step rather than hand it back.
 
 A training step allocates and frees the same tensors over and over, several of them megabytes large. glibc's
 malloc serves blocks that large with fresh pages from the kernel (mmap) and returns them when they are freed, so
@@ -9,6 +10,7 @@ blocks in the process's heap instead, to be reused by the next step.
 """
 
 import ctypes
+import os
 import sys
 
 # mallopt's parameters (glibc's malloc.h)
@@ -30,3 +32,12 @@ def keep_freed_memory(limit: int = KEEP_BYTES) -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(M_TRIM_THRESHOLD, limit)) & bool(mallopt(M_MMAP_THRESHOLD, limit))
+
+
+def physical_memory() -> int | None:
+    """The machine's physical memory in bytes, or None where the system does not say (os.sysconf is POSIX only)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+    return total if total > 0 else None

@@ -23,8 +23,8 @@ from esccli.cli import app
 from esccli.dataset import read_metadata
 from esccli.errors import DatasetError, EscError
 from esccli.features import PRESETS, FeatureParams, log_mel, pad_or_trim
-from esccli.featurize import (FeatureParamsError, _featurize_files, check_params, compute_features, load_or_build,
-                              read_cache)
+from esccli.featurize import (MEMORY_SHARE, FeatureParamsError, _featurize_files, build_bytes, check_params,
+                              compute_features, load_or_build, read_cache)
 from esccli.fsutil import sha256_file
 from esccli.paths import layout
 from synthetic import class_frequency, class_signal
@@ -333,6 +333,22 @@ def test_a_missing_or_broken_clip_is_a_clear_error(esc_home, small, tmp_path):
     assert not any(layout(esc_home).features.rglob("*.json"))  # nothing cached
 
 
+def test_a_build_that_would_not_fit_in_memory_is_refused_before_any_work(esc_home, small, monkeypatch):
+    root, fresh = small
+    need = build_bytes(PARAMS, N_SMALL, 1)
+    assert need > fresh.features.nbytes  # the array, and more for the chunk being computed
+    assert build_bytes(replace(PARAMS, hop_length=PARAMS.hop_length // 4), N_SMALL, 1) > 3 * need
+    assert build_bytes(PARAMS, N_SMALL, 2) > need  # each worker holds a chunk
+    monkeypatch.setattr("esccli.featurize.physical_memory", lambda: int(need / MEMORY_SHARE) - 1)
+    with pytest.raises(FeatureParamsError, match=r"GB of memory.*more than this machine's"):
+        load_or_build(layout(esc_home), PARAMS, dataset_root=root, jobs=1, progress=lambda *a: pytest.fail("started"))
+    assert not layout(esc_home).features.exists() or not any(layout(esc_home).features.rglob("*.json"))
+    monkeypatch.setattr("esccli.featurize.physical_memory", lambda: int(need / MEMORY_SHARE) + 1)
+    assert load_or_build(layout(esc_home), PARAMS, dataset_root=root, jobs=1).built  # just enough: built
+    monkeypatch.setattr("esccli.featurize.physical_memory", lambda: None)  # a system that does not say: no check
+    assert load_or_build(layout(esc_home), PARAMS, dataset_root=root, jobs=1, rebuild=True).built
+
+
 @pytest.mark.parametrize("change, words", [
     (dict(fmax=30000.0), "fmax"),
     (dict(top_db=0.0), "top_db must be positive"),
@@ -417,6 +433,13 @@ def test_cli_bad_parameters_are_one_clear_line(esc_home, synth_dataset, args, wo
     install(synth_dataset, esc_home)
     assert_one_line_error(featurize(*args), "error:", *words)
     assert not (esc_home / "features").exists()  # refused before any work
+
+
+def test_cli_features_too_large_for_the_memory_are_one_clear_line(esc_home, synth_dataset, monkeypatch):
+    install(synth_dataset, esc_home)
+    monkeypatch.setattr("esccli.featurize.physical_memory", lambda: 8 * 2**30)  # an 8 GB laptop
+    assert_one_line_error(featurize("--hop-length", "1"), "error:", "GB of memory", "8.6 GB", "longer hop")
+    assert not (esc_home / "features").exists() or not any((esc_home / "features").rglob("*.json"))
 
 
 def test_cli_too_many_mels_for_the_fft_is_one_clear_line(esc_home, synth_dataset):
