@@ -21,7 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from common import BENCH_HOME, esc, median, peak_rss_gb, prepare, resumable
 
-from esccli import checkpoint
+from esccli import checkpoint, paths
+from esccli.features import PRESETS
+from esccli.featurize import load_or_build
 from esccli.metrics import mean_std
 from esccli.recipes import get_recipe
 from esccli.train import pick_device, resolve_precision
@@ -37,13 +39,17 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, help="folds trained at the same time, each its own process")
     args = ap.parse_args()
     threads = args.threads or (max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None)
-    prepare()
+    home = prepare()
     esc("featurize", "--preset", "seed" if args.preset == "seed" else "default")  # outside the timed part
 
     tag = f"bench-{args.preset}" + (f"-e{args.epochs}" if args.epochs else "") + (f"-s{args.seed}" if args.seed else "")
     stored = {m["name"]: m for m in json.loads(esc("models", "--json", capture=True).stdout)}
     recipe = get_recipe(args.preset).with_overrides(epochs=args.epochs)
     precision = resolve_precision("auto", pick_device("auto"), recipe.allow_bf16)  # what esc train will use
+
+    # the clips and features the folds train on (the cache esc featurize just checked): a stored fold model made
+    # on others (another csv, audio replaced since) is trained again
+    features = load_or_build(paths.layout(home), PRESETS[recipe.features])
 
     def train_meta(name: str) -> dict:
         return checkpoint.read_meta(BENCH_HOME / "models" / f"{name}.pt")["train"]
@@ -53,8 +59,10 @@ def main() -> None:
     todo = []
     for k in args.folds:
         name = f"{tag}-fold{k}"
-        # a stored fold model counts only if this very recipe made it, with the same seed and precision
-        if name in stored and stored[name]["val_acc"] is not None and recipe.made(train_meta(name), k, args.seed, precision):
+        # a stored fold model counts only if this very recipe made it, with the same seed and precision, on these
+        # features of these clips
+        if name in stored and stored[name]["val_acc"] is not None and recipe.made(train_meta(name), k, args.seed, precision) \
+                and features.made(checkpoint.read_meta(BENCH_HOME / "models" / f"{name}.pt")):
             results[k] = (stored[name]["val_acc"], None)
             print(f"fold {k}: {results[k][0]:.2%} (stored model {name})", flush=True)
         else:

@@ -6,6 +6,7 @@ are flushed to disk, and only then renamed over the target, so readers see the o
 """
 
 import contextlib
+import glob
 import hashlib
 import os
 import tempfile
@@ -41,13 +42,15 @@ def atomic_write(path: Path, mode: str = "wb") -> Iterator[BinaryIO]:
 STALE_TEMPORARY_SECONDS = 3600
 
 
-def remove_stale_temporaries(folder: Path, older_than: float = STALE_TEMPORARY_SECONDS) -> list[Path]:
-    """Delete atomic_write's temporary files in `folder` (".<name>.<random>.tmp") not modified for `older_than`
-    seconds (0: all of them, for a caller whose lock says no write is in progress): what a process killed while
-    writing leaves behind. Returns those it deleted."""
+def remove_stale_temporaries(folder: Path, names: list[str] | None = None,
+                             older_than: float = STALE_TEMPORARY_SECONDS) -> list[Path]:
+    """Delete atomic_write's temporary files in `folder` (".<name>.<random>.tmp") of the files `names` (None: of any
+    file, for a folder only esc writes in) not modified for `older_than` seconds (0: all of them, for a caller whose
+    lock says no write is in progress): what a process killed while writing left behind. Returns those deleted."""
+    patterns = [f".{glob.escape(n)}.*.tmp" for n in names] if names is not None else [".*.tmp"]
     removed = []
     now = time.time()
-    for tmp in Path(folder).glob(".*.tmp"):
+    for tmp in {p for pattern in patterns for p in Path(folder).glob(pattern)}:
         try:
             if not tmp.is_file() or (older_than > 0 and now - tmp.stat().st_mtime < older_than):
                 continue

@@ -258,7 +258,9 @@ def train(
     check_recipe(recipe, fs.params)
     check_save_best(recipe, save_best, fold)
     keep_freed_memory()  # each step reuses the memory the last one freed (esccli/memory.py)
-    remove_stale_temporaries(path.parent)  # what trainings killed while saving left (fsutil)
+    # what a training of this model killed while saving left (trained members clear their own files' in turn)
+    remove_stale_temporaries(path.parent, [path.name, path.with_suffix(RESUME + SUFFIX).name,
+                                           path.with_suffix(BEST + SUFFIX).name])
     if recipe.members > 1:
         from esccli.ensemble import train_ensemble
 

@@ -437,18 +437,23 @@ def test_interrupted_save_keeps_the_previous_checkpoint(trained_model, tmp_path,
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary left behind
 
 
-def test_a_training_removes_what_a_killed_save_left_and_nothing_else(tmp_path, synth_features):
-    hour_old = time.time() - 2 * 3600
-    left = tmp_path / ".m.pt.k1ll3d.tmp"  # a save killed two hours ago (atomic_write's name for m.pt)
-    left.write_bytes(b"half a model")
-    os.utime(left, (hour_old, hour_old))
-    live = tmp_path / ".m.resume.pt.wr1t1ng.tmp"  # one being written now, by another training
-    live.write_bytes(b"in progress")
-    old_file = tmp_path / ".notes.txt"  # not a temporary: never touched
-    old_file.write_text("mine")
-    os.utime(old_file, (hour_old, hour_old))
-    train(synth_features, tiny_recipe(epochs=1), tmp_path / "n.pt", fold=5)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, old_file.name, "n.pt"]
+def test_a_training_removes_what_a_killed_save_of_its_model_left_and_nothing_else(tmp_path, synth_features):
+    two_hours_ago = time.time() - 2 * 3600
+
+    def left(name: str, old: bool = True) -> Path:
+        p = tmp_path / name
+        p.write_bytes(b"half a file")
+        if old:
+            os.utime(p, (two_hours_ago, two_hours_ago))
+        return p
+
+    left(".m.pt.k1ll3d.tmp")  # a save of m.pt killed two hours ago (atomic_write's name for its temporary)
+    left(".m.resume.pt.k1ll3d.tmp")  # and of its progress
+    keep = [left(".m.best.pt.wr1t1ng.tmp", old=False),  # being written now, by another process
+            left(".n.pt.k1ll3d.tmp"),  # another model's: its own training clears it
+            left(".notes.txt.k1ll3d.tmp"), left(".notes.txt")]  # not esc's
+    train(synth_features, tiny_recipe(epochs=1), tmp_path / "m.pt", fold=5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([p.name for p in keep] + ["m.pt"])
 
 
 def test_store_default_and_names(trained_model, esc_home):
