@@ -39,17 +39,15 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, help="folds trained at the same time, each its own process")
     args = ap.parse_args()
     threads = args.threads or (max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None)
+    recipe = get_recipe(args.preset).with_overrides(epochs=args.epochs)
     home = prepare()
-    esc("featurize", "--preset", "seed" if args.preset == "seed" else "default")  # outside the timed part
+    esc("featurize", "--preset", recipe.features)  # outside the timed part
+    # the clips and features the folds train on (the cache esc featurize just checked or built)
+    features = load_or_build(paths.layout(home), PRESETS[recipe.features])
 
     tag = f"bench-{args.preset}" + (f"-e{args.epochs}" if args.epochs else "") + (f"-s{args.seed}" if args.seed else "")
     stored = {m["name"]: m for m in json.loads(esc("models", "--json", capture=True).stdout)}
-    recipe = get_recipe(args.preset).with_overrides(epochs=args.epochs)
     precision = resolve_precision("auto", pick_device("auto"), recipe.allow_bf16)  # what esc train will use
-
-    # the clips and features the folds train on (the cache esc featurize just checked): a stored fold model made
-    # on others (another csv, audio replaced since) is trained again
-    features = load_or_build(paths.layout(home), PRESETS[recipe.features])
 
     def train_meta(name: str) -> dict:
         return checkpoint.read_meta(BENCH_HOME / "models" / f"{name}.pt")["train"]
@@ -59,10 +57,11 @@ def main() -> None:
     todo = []
     for k in args.folds:
         name = f"{tag}-fold{k}"
-        # a stored fold model counts only if this very recipe made it, with the same seed and precision, on these
-        # features of these clips
-        if name in stored and stored[name]["val_acc"] is not None and recipe.made(train_meta(name), k, args.seed, precision) \
-                and features.made(checkpoint.read_meta(BENCH_HOME / "models" / f"{name}.pt")):
+        # a stored fold model counts only if this very recipe made it, with the same seed and precision, on
+        # features with these parameters of these clips (names, classes and folds: another csv trains it again)
+        meta = checkpoint.read_meta(BENCH_HOME / "models" / f"{name}.pt") if name in stored else None
+        if meta and stored[name]["val_acc"] is not None and recipe.made(meta["train"], k, args.seed, precision) \
+                and features.made(meta):
             results[k] = (stored[name]["val_acc"], None)
             print(f"fold {k}: {results[k][0]:.2%} (stored model {name})", flush=True)
         else:

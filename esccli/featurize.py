@@ -1,11 +1,11 @@
 """The feature cache: log-mel spectrograms of every ESC-50 clip, computed once and kept on disk.
 
 A cache lives in `<data>/features/<params key>-<csv hash>/` as `features.npy` (float16 [clips, n_mels, frames])
-and `index.json` (the parameters, each clip's name, fold and target, the array's shape and sha256, and the size
-and modification time of each clip's audio file). Changing a feature parameter or the dataset's csv names a new
-cache; a cache whose checksum, shape or dtype does not match, whose clip list is not the dataset's, or whose audio
-files have been replaced or touched since (or which predates that record), is rebuilt, never used. Clips are
-decoded and transformed by `jobs` worker processes in chunks.
+and `index.json` (the parameters, each clip's name, fold and target, the array's shape and sha256, and each clip's
+audio file: size, times, inode). Changing a feature parameter or the dataset's csv names a new cache; a cache whose
+checksum, shape or dtype does not match, whose clip list is not the dataset's, or whose audio files have been
+replaced or touched since (or which predates that record), is rebuilt, never used; a clip whose audio file is
+missing is an error even then. Clips are decoded and transformed by `jobs` worker processes in chunks.
 """
 
 import hashlib
@@ -45,7 +45,7 @@ class FeatureSet:
     params: FeatureParams
     path: Path | None = None  # the cache folder it came from
     built: bool = False  # True when this call computed it, False when it was read from the cache
-    audio: list | None = None  # each clip's audio file as it was computed from: [name, size, mtime_ns] (audio_stamps)
+    audio: list | None = None  # each clip's audio file as it was computed from (audio_stamps)
 
     def __len__(self) -> int:
         return len(self.filenames)
@@ -112,35 +112,54 @@ def _describes(fs: FeatureSet, clips: list[Clip]) -> bool:
 
 
 def build_bytes(params: FeatureParams, clips: int, jobs: int) -> int:
-    """About the memory a build of `clips` clips takes at its peak: the float16 array, and in each of `jobs`
-    workers a chunk's waves, STFT (complex64), power and mel steps (float32)."""
+    """About the memory a build of `clips` clips takes at its peak (an estimate, generous rather than tight): the
+    float16 array, the mel filterbank (built in float64, kept in float32, in the parent and in each worker), and
+    in each worker busy with a chunk its waves, framed STFT input and complex64 STFT, the power and its
+    temporaries, and the mel steps (float32)."""
     chunk = min(CHUNK, clips)
-    per_chunk = chunk * (params.clip_samples * 4 * 2
-                         + params.frames * ((params.n_fft // 2 + 1) * (8 + 4) + params.n_mels * 4 * 3))
-    return clips * params.n_mels * params.frames * 2 + max(1, jobs) * per_chunk
+    workers = max(1, min(jobs, math.ceil(clips / CHUNK)))
+    bins = params.n_fft // 2 + 1
+    per_chunk = chunk * (params.clip_samples * 4 * 2 + params.frames * (bins * (8 + 8 + 4 * 3) + params.n_mels * 4 * 3))
+    basis = params.n_mels * bins * (8 + 4)
+    return clips * params.n_mels * params.frames * 2 + (workers + 1) * basis + workers * per_chunk
 
 
 def check_memory(params: FeatureParams, clips: int, jobs: int) -> None:
     """Refuse a build that would not fit in this machine's memory (a very short hop, a huge n_fft or thousands of
-    mels) before it starts, rather than let it be killed half way."""
+    mels) before anything is computed, rather than let it be killed half way. No check where the system does not
+    say how much memory there is."""
     total, need = physical_memory(), build_bytes(params, clips, jobs)
     if total is not None and need > MEMORY_SHARE * total:
         raise FeatureParamsError(f"bad feature parameters: these features of {clips} clips would take about "
-                                 f"{need / 1e9:.1f} GB of memory to compute, more than this machine's "
-                                 f"{total / 1e9:.1f} GB allows", "use fewer mels, a longer hop, a smaller n_fft or "
-                                 "fewer --jobs")
+                                 f"{need / 1e9:.1f} GB of memory to compute, more than the {MEMORY_SHARE * total / 1e9:.1f} "
+                                 f"GB allowed ({MEMORY_SHARE:.0%} of the {total / 1e9:.1f} GB of memory here)",
+                                 "use fewer mels, a longer hop, a smaller n_fft or fewer --jobs")
 
 
-def audio_stamps(root: Path, clips: list[Clip]) -> list[list] | None:
-    """Each clip's audio file as [name, size in bytes, modification time in ns], or None when one is missing: what a
-    cache records so that audio replaced under an unchanged csv is not served from features of the old audio."""
-    stamps = []
+def audio_paths(root: Path, clips: list[Clip]) -> list[Path]:
+    """Where each clip's audio is stored; a clip listed in the csv without its file is an error."""
+    paths = []
     for c in clips:
         p = audio_path(root, c.filename)
         if p is None:
+            raise DatasetError(f"{c.filename} is listed in the csv but missing from {root / 'audio'}",
+                               "run `esc fetch --force` to reinstall ESC-50")
+        paths.append(p)
+    return paths
+
+
+def audio_stamps(paths: list[Path]) -> list[list] | None:
+    """Each audio file as [name, size in bytes, modification time, status-change time (both in ns), inode number],
+    or None when one cannot be read: what a cache records so that audio replaced under an unchanged csv is not
+    served from features of the old audio. A copy that keeps the modification time (cp -p, rsync -a, unpacking an
+    archive) still gets a new inode or status-change time."""
+    stamps = []
+    for p in paths:
+        try:
+            st = p.stat()
+        except OSError:
             return None
-        st = p.stat()
-        stamps.append([p.name, st.st_size, st.st_mtime_ns])
+        stamps.append([p.name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino])
     return stamps
 
 
@@ -171,18 +190,20 @@ def load_or_build(
         folder = cache_dir(layout, params, csv_sha)
         with folder_lock(layout.locks / f"features-{folder.name}.lock", "the feature cache"):
             clips = read_metadata(root)
-            stamps = audio_stamps(root, clips)  # before computing: audio changed meanwhile shows at the next call
+            stamps = audio_stamps(audio_paths(root, clips))
+            remove_stale_temporaries(folder, older_than=0)  # we hold its lock: a killed writer's, none in use
             if not rebuild:
                 cached = read_cache(folder, params)
                 # index.json has no checksum of its own: its clip list must be the dataset's, clip for clip, and
                 # the audio files the ones it was computed from
                 if cached is not None and _describes(cached, clips) and stamps is not None and cached.audio == stamps:
                     return cached
-            check_bands(params)
             jobs = jobs or default_jobs()
             check_memory(params, len(clips), jobs)
-            remove_stale_temporaries(folder, older_than=0)  # we hold its lock: a killed writer's, none in use
+            check_bands(params)
             features = compute_features(root, clips, params, jobs, progress)
+            if audio_stamps(audio_paths(root, clips)) != stamps:  # changed while it was read: the next call rebuilds
+                stamps = None
             fs = FeatureSet(features, np.array([c.target for c in clips], np.int64), np.array([c.fold for c in clips], np.int64),
                             [c.filename for c in clips], params, folder, built=True, audio=stamps)
             write_cache(folder, fs, csv_sha)
@@ -191,13 +212,7 @@ def load_or_build(
 
 def compute_features(root: Path, clips: list[Clip], params: FeatureParams, jobs: int,
                      progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    paths = []
-    for c in clips:
-        p = audio_path(root, c.filename)
-        if p is None:
-            raise DatasetError(f"{c.filename} is listed in the csv but missing from {root / 'audio'}",
-                               "run `esc fetch --force` to reinstall ESC-50")
-        paths.append(str(p))
+    paths = [str(p) for p in audio_paths(root, clips)]
     out = np.empty((len(paths), params.n_mels, params.frames), np.float16)
     chunks = [(i, paths[i:i + CHUNK]) for i in range(0, len(paths), CHUNK)]
     done = 0
@@ -214,7 +229,7 @@ def compute_features(root: Path, clips: list[Clip], params: FeatureParams, jobs:
         from concurrent.futures import as_completed
 
         for fut in as_completed(futures):
-            i = futures[fut]
+            i = futures.pop(fut)  # and the finished chunk is let go once copied
             feats = fut.result()
             out[i:i + len(feats)] = feats
             done += len(feats)

@@ -38,8 +38,9 @@ def atomic_write(path: Path, mode: str = "wb") -> Iterator[BinaryIO]:
 
 
 # a temporary of atomic_write untouched for this long belongs to no live write (one renames its file within
-# moments of its last byte): it is what a killed process left
+# moments of its last byte; unless its process was stopped that long): it is what a killed process left
 STALE_TEMPORARY_SECONDS = 3600
+MKSTEMP_PART = "[a-z0-9_]" * 8  # the random part of a tempfile.mkstemp name, as a glob
 
 
 def remove_stale_temporaries(folder: Path, names: list[str] | None = None,
@@ -47,7 +48,7 @@ def remove_stale_temporaries(folder: Path, names: list[str] | None = None,
     """Delete atomic_write's temporary files in `folder` (".<name>.<random>.tmp") of the files `names` (None: of any
     file, for a folder only esc writes in) not modified for `older_than` seconds (0: all of them, for a caller whose
     lock says no write is in progress): what a process killed while writing left behind. Returns those deleted."""
-    patterns = [f".{glob.escape(n)}.*.tmp" for n in names] if names is not None else [".*.tmp"]
+    patterns = [f".{glob.escape(n)}.{MKSTEMP_PART}.tmp" for n in names] if names is not None else [".*.tmp"]
     removed = []
     now = time.time()
     for tmp in {p for pattern in patterns for p in Path(folder).glob(pattern)}:

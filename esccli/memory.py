@@ -34,10 +34,26 @@ def keep_freed_memory(limit: int = KEEP_BYTES) -> bool:
     return bool(mallopt(M_TRIM_THRESHOLD, limit)) & bool(mallopt(M_MMAP_THRESHOLD, limit))
 
 
+# where Linux says how much memory a container (cgroup v2, then v1) may use: less than the machine has, or a
+# number larger than it, or "max"
+CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
 def physical_memory() -> int | None:
-    """The machine's physical memory in bytes, or None where the system does not say (os.sysconf is POSIX only)."""
+    """The memory this process may use, in bytes: the machine's physical memory, or its container's limit where
+    that is lower; None where the system does not say (os.sysconf is POSIX only)."""
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):
         return None
-    return total if total > 0 else None
+    if total <= 0:
+        return None
+    for limit_file in CGROUP_LIMITS:
+        try:
+            with open(limit_file) as f:
+                limit = int(f.read().strip())
+        except (OSError, ValueError):  # absent, or "max" (no limit)
+            continue
+        if 0 < limit < total:
+            return limit
+    return total

@@ -258,9 +258,10 @@ def train(
     check_recipe(recipe, fs.params)
     check_save_best(recipe, save_best, fold)
     keep_freed_memory()  # each step reuses the memory the last one freed (esccli/memory.py)
-    # what a training of this model killed while saving left (trained members clear their own files' in turn)
-    remove_stale_temporaries(path.parent, [path.name, path.with_suffix(RESUME + SUFFIX).name,
-                                           path.with_suffix(BEST + SUFFIX).name])
+    resume_path = path.with_suffix(RESUME + SUFFIX)
+    best_path = path.with_suffix(BEST + SUFFIX)
+    # what a training of this model killed while saving left (each member of an ensemble clears its own)
+    remove_stale_temporaries(path.parent, [path.name, resume_path.name, best_path.name])
     if recipe.members > 1:
         from esccli.ensemble import train_ensemble
 
@@ -268,8 +269,6 @@ def train(
                                 jobs=member_jobs, threads=member_threads, on_epoch=on_epoch, on_step=on_step)
         _drop_stale_best(path, result.history)
         return result
-    resume_path = path.with_suffix(RESUME + SUFFIX)
-    best_path = path.with_suffix(BEST + SUFFIX)
     train_idx, val_idx = split(fs, fold)
     precision = resolve_precision(precision, device, recipe.allow_bf16)
     mix_db = fs.params.top_db if recipe.mixup_power else 0.0  # augment.mixup mixes powers when > 0

@@ -19,6 +19,7 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from conftest import TEST_PARAMS
+from esccli import featurize as featurize_module
 from esccli.cli import app
 from esccli.dataset import read_metadata
 from esccli.errors import DatasetError, EscError
@@ -299,7 +300,7 @@ def test_one_and_two_workers_give_identical_arrays(synth_dataset, synth_features
     assert np.array_equal(two, synth_features.features[:70])  # synth_features was built with jobs=1
 
 
-def test_audio_replaced_under_the_same_csv_is_featurized_again(esc_home, small, tmp_path):
+def test_audio_replaced_under_the_same_csv_is_featurized_again(esc_home, small, tmp_path, monkeypatch):
     root = tmp_path / "ESC-50"
     shutil.copytree(small[0], root)  # the audio folder link becomes a real folder
     L = layout(esc_home)
@@ -307,17 +308,34 @@ def test_audio_replaced_under_the_same_csv_is_featurized_again(esc_home, small, 
     assert first.built and not load_or_build(L, PARAMS, dataset_root=root, jobs=1).built
     clips = read_metadata(root)
     target, other = root / "audio" / clips[4].filename, root / "audio" / clips[9].filename
-    assert clips[4].target != clips[9].target
-    stat = target.stat()
-    shutil.copyfile(other, target)  # clip 4 now holds clip 9's sound; the csv is unchanged
-    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a later time even on a coarse clock
+    assert clips[4].target != clips[9].target and target.stat().st_size == other.stat().st_size  # as in ESC-50
+    shutil.copy2(other, target)  # clip 4 now holds clip 9's sound, with clip 9's modification time (as cp -p)
     again = load_or_build(L, PARAMS, dataset_root=root, jobs=1)
     assert again.built and again.path == first.path
     assert np.array_equal(again.features[4], first.features[9])  # the new audio's features, not the old ones
     assert np.array_equal(np.delete(again.features, 4, 0), np.delete(first.features, 4, 0))
     assert not load_or_build(L, PARAMS, dataset_root=root, jobs=1).built  # and that is cached in turn
-    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2 * 10**9))  # touched, same bytes: rebuilt too,
-    assert load_or_build(L, PARAMS, dataset_root=root, jobs=1).built  # as only size and time are compared
+
+    stat = target.stat()
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10 * 10**9))  # touched, the same bytes: rebuilt
+    assert load_or_build(L, PARAMS, dataset_root=root, jobs=1).built  # too, as only the files' stamps are compared
+
+    real = featurize_module.compute_features
+
+    def touched_while_read(*a, **k):
+        out = real(*a, **k)
+        os.utime(other, ns=(stat.st_atime_ns, stat.st_mtime_ns + 20 * 10**9))
+        return out
+
+    monkeypatch.setattr(featurize_module, "compute_features", touched_while_read)
+    assert load_or_build(L, PARAMS, dataset_root=root, jobs=1, rebuild=True).built
+    monkeypatch.undo()
+    assert json.loads((first.path / "index.json").read_text())["audio"] is None  # recorded as unknown,
+    assert load_or_build(L, PARAMS, dataset_root=root, jobs=1).built  # so the next call builds it again
+
+    other.unlink()  # a clip without its audio is an error, cache or not
+    with pytest.raises(DatasetError, match=clips[9].filename):
+        load_or_build(L, PARAMS, dataset_root=root, jobs=1)
 
 
 def test_a_missing_or_broken_clip_is_a_clear_error(esc_home, small, tmp_path):
@@ -338,10 +356,11 @@ def test_a_build_that_would_not_fit_in_memory_is_refused_before_any_work(esc_hom
     need = build_bytes(PARAMS, N_SMALL, 1)
     assert need > fresh.features.nbytes  # the array, and more for the chunk being computed
     assert build_bytes(replace(PARAMS, hop_length=PARAMS.hop_length // 4), N_SMALL, 1) > 3 * need
-    assert build_bytes(PARAMS, N_SMALL, 2) > need  # each worker holds a chunk
+    assert build_bytes(PARAMS, 100, 2) > build_bytes(PARAMS, 100, 1)  # each busy worker holds a chunk,
+    assert build_bytes(PARAMS, N_SMALL, 2) == need  # and a single chunk keeps one worker busy
     monkeypatch.setattr("esccli.featurize.physical_memory", lambda: int(need / MEMORY_SHARE) - 1)
-    with pytest.raises(FeatureParamsError, match=r"GB of memory.*more than this machine's"):
-        load_or_build(layout(esc_home), PARAMS, dataset_root=root, jobs=1, progress=lambda *a: pytest.fail("started"))
+    with pytest.raises(FeatureParamsError, match=r"GB of memory to compute, more than the .* GB allowed"):
+        load_or_build(layout(esc_home), PARAMS, dataset_root=root, jobs=1)
     assert not layout(esc_home).features.exists() or not any(layout(esc_home).features.rglob("*.json"))
     monkeypatch.setattr("esccli.featurize.physical_memory", lambda: int(need / MEMORY_SHARE) + 1)
     assert load_or_build(layout(esc_home), PARAMS, dataset_root=root, jobs=1).built  # just enough: built
@@ -438,7 +457,8 @@ def test_cli_bad_parameters_are_one_clear_line(esc_home, synth_dataset, args, wo
 def test_cli_features_too_large_for_the_memory_are_one_clear_line(esc_home, synth_dataset, monkeypatch):
     install(synth_dataset, esc_home)
     monkeypatch.setattr("esccli.featurize.physical_memory", lambda: 8 * 2**30)  # an 8 GB laptop
-    assert_one_line_error(featurize("--hop-length", "1"), "error:", "GB of memory", "8.6 GB", "longer hop")
+    assert_one_line_error(featurize("--hop-length", "1"), "error:", "GB of memory", "6.9 GB allowed", "8.6 GB",
+                          "longer hop")
     assert not (esc_home / "features").exists() or not any((esc_home / "features").rglob("*.json"))
 
 

@@ -447,11 +447,12 @@ def test_a_training_removes_what_a_killed_save_of_its_model_left_and_nothing_els
             os.utime(p, (two_hours_ago, two_hours_ago))
         return p
 
-    left(".m.pt.k1ll3d.tmp")  # a save of m.pt killed two hours ago (atomic_write's name for its temporary)
-    left(".m.resume.pt.k1ll3d.tmp")  # and of its progress
-    keep = [left(".m.best.pt.wr1t1ng.tmp", old=False),  # being written now, by another process
-            left(".n.pt.k1ll3d.tmp"),  # another model's: its own training clears it
-            left(".notes.txt.k1ll3d.tmp"), left(".notes.txt")]  # not esc's
+    left(".m.pt.k1ll3d_1.tmp")  # a save of m.pt killed two hours ago (atomic_write's name for its temporary)
+    left(".m.resume.pt.k1ll3d_2.tmp")  # and of its progress
+    keep = [left(".m.best.pt.wr1t1ng_.tmp", old=False),  # being written now, by another process
+            left(".n.pt.k1ll3d_3.tmp"), left(".m.pt.pt.k1ll3d_4.tmp"),  # other models': their trainings clear them
+            left(".m.pt.backup.tmp"),  # not atomic_write's
+            left(".notes.txt.k1ll3d_5.tmp"), left(".notes.txt")]  # not esc's
     train(synth_features, tiny_recipe(epochs=1), tmp_path / "m.pt", fold=5)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([p.name for p in keep] + ["m.pt"])
 
