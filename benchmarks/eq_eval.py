@@ -16,7 +16,7 @@ test shifts included).
 import argparse
 
 import torch
-from common import fold_model, fold_model_options, fold_model_paths, held_out, print_accuracies
+from common import fold_model_options, held_out_fold_models, print_accuracies
 
 from esccli.augment import apply_curve, random_curve
 
@@ -28,11 +28,8 @@ def main() -> None:
     fold_model_options(ap)
     ap.add_argument("--db", type=float, help="the filters' range, ± dB [default: the model's recipe's eq_db]")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     accs = {name: [] for name in SETS}
-    for path in fold_model_paths(args):
-        lm, k = fold_model(path)
-        x, y = held_out(lm, k)
+    for lm, k, x, y in held_out_fold_models(args):
         db = args.db if args.db is not None else lm.meta["train"]["recipe"]["eq_db"]
         g = torch.Generator().manual_seed(0)
         curves = [random_curve(1, x.shape[2], db, 4, g) for _ in range(8)]

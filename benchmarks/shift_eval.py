@@ -14,7 +14,7 @@ scored by its network alone, as if it had none.
 import argparse
 
 import torch
-from common import fold_model, fold_model_options, fold_model_paths, held_out, print_accuracies
+from common import fold_model_options, held_out_fold_models, print_accuracies
 
 from esccli.augment import shift_mel
 from esccli.models import without_test_shifts
@@ -26,11 +26,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     fold_model_options(ap)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     accs = {name: [] for name in SHIFT_SETS}
-    for path in fold_model_paths(args):
-        lm, k = fold_model(path)
-        x, y = held_out(lm, k)
+    for lm, k, x, y in held_out_fold_models(args):
         net = without_test_shifts(lm.model)  # the network alone, also for a model that averages over shifts
         with torch.no_grad():
             probs = {b: net(shift_mel(x, torch.full((len(x),), b))).softmax(-1) for b in range(-3, 4)}
