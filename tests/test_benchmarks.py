@@ -1,0 +1,66 @@
+"""The benchmark scripts that produce the README's figures run end to end (on the synthetic data, one epoch:
+their figures here mean nothing, but what they print, store and reuse is checked)."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from esccli import checkpoint
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def bench(tmp_path, synth_dataset):
+    """Runs a benchmark script on the synthetic dataset, in a bench home of its own; returns its stdout."""
+    home = tmp_path / "bench-home"
+    env = {**os.environ, "ESC_BENCH_HOME": str(home), "ESC_BENCH_DATA": str(synth_dataset)}
+
+    def run(script: str, *args: str) -> str:
+        r = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], env=env, capture_output=True,
+                           text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return r.stdout
+
+    run.home = home
+    return run
+
+
+def test_crossval_trains_a_fold_prints_its_score_and_reuses_it_on_a_second_run(bench):
+    out = bench("crossval.py", "--preset", "fast", "--folds", "1", "--epochs", "1")
+    model = bench.home / "models" / "bench-fast-e1-fold1.pt"
+    train = checkpoint.read_meta(model)["train"]
+    assert train["fold"] == 1 and train["recipe"]["epochs"] == 1
+    score = f"{train['metrics']['val_acc']:.2%}"
+    assert re.search(rf"^fold 1: {re.escape(score)} in [\d.]+ min wall", out, re.M), out
+    assert f"bench-fast-e1: folds [1]: mean {score} ± " in out
+    assert re.search(r"^epoch: median [\d.]+ s, of which data", out, re.M), out
+    stamp = model.stat().st_mtime_ns
+
+    again = bench("crossval.py", "--preset", "fast", "--folds", "1", "--epochs", "1")
+    assert f"fold 1: {score} (stored model bench-fast-e1-fold1)" in again
+    assert "min wall" not in again
+    assert model.stat().st_mtime_ns == stamp  # not trained again
+
+
+def test_ablation_trains_one_fold_with_its_overrides_and_shift_eval_scores_the_model(bench):
+    out = bench("ablation.py", "--preset", "fast", "--fold", "2", "--set", "epochs=1", "--name", "smoke")
+    result = json.loads(out.strip().splitlines()[-1])
+    model = bench.home / "ablation" / "smoke.pt"
+    train = checkpoint.read_meta(model)["train"]
+    assert result["name"] == "smoke" and result["fold"] == 2 and result["overrides"] == {"epochs": 1}
+    assert result["val_acc"] == train["metrics"]["val_acc"] and train["fold"] == 2
+    assert train["recipe"]["epochs"] == 1 and train["recipe"]["test_shifts"] == [-2, -1, 0, 1, 2]
+
+    lines = dict(line.split(maxsplit=1) for line in bench("shift_eval.py", str(model), "--threads", "1").splitlines())
+    assert set(lines) == {"none", "±1", "±2", "±3", "-2,"}
+    accuracy = {name: [float(v) for v in re.findall(r"([\d.]+)%", line)] for name, line in lines.items()}
+    assert all(len(v) == 2 and v[0] == v[1] for v in accuracy.values())  # one fold, and its mean
+    # the fast preset predicts as the mean over shifts of -2..2: the benchmark's ±2 is the model's own score (to a
+    # clip of the 50: the two sum in another order)
+    assert abs(accuracy["±2"][0] - 100 * result["val_acc"]) <= 100 / 50 + 1e-6
