@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("ESC_BENCH_DATA", REPO.parent / "shared" / "data" / "esc50-16k"))
+SHARED = Path(os.environ.get("ESC_BENCH_DATA") or REPO.parent / "shared" / "data" / "esc50-16k")
 BENCH_HOME = Path(os.environ.get("ESC_BENCH_HOME", "/tmp/esc-bench"))
 
 
@@ -26,11 +26,17 @@ def esc(*args: str, home: Path = BENCH_HOME, check: bool = True, capture: bool =
 
 def prepare(home: Path = BENCH_HOME) -> Path:
     """Install the shared ESC-50 copy into `home` (once) and return `home`."""
+    from esccli.fetch import read_marker
+
     if not SHARED.is_dir():
         sys.exit(f"benchmarks need the shared dataset at {SHARED}")
     if not (home / "ESC-50" / "meta" / "esc50.csv").is_file():
         # another copy than the shared one may be a balanced subset of ESC-50 (esc fetch checks that it is)
-        esc("fetch", "--from", str(SHARED), *(["--allow-subset"] if "ESC_BENCH_DATA" in os.environ else []), home=home)
+        esc("fetch", "--from", str(SHARED), *(["--allow-subset"] if os.environ.get("ESC_BENCH_DATA") else []), home=home)
+    source = (read_marker(home / "ESC-50") or {}).get("source")
+    if source is None or Path(source).resolve() != SHARED.resolve():  # figures of one copy never from another's
+        sys.exit(f"{home} holds ESC-50 installed from {source or 'an unknown source'}, not from {SHARED}: "
+                 "give these benchmarks a home of their own with ESC_BENCH_HOME")
     return home
 
 

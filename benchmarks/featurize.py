@@ -3,7 +3,7 @@
     python benchmarks/featurize.py [--runs 3] [--archive]
 
 With --archive, the dataset is installed the way a user gets it: a zip built by
-../shared/tools/make-esc50-archive (16 kHz WAV) and `esc fetch --from` it. Each run deletes the feature cache
+../shared/tools/make-esc50-archive (16 kHz WAV, always from the shared copy) and `esc fetch --from` it. Each run deletes the feature cache
 first and times the whole `esc featurize` process; the median is printed.
 """
 
@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 from common import BENCH_HOME, REPO, esc, median, prepare
+
+from esccli.fetch import read_marker
 
 
 def main() -> None:
@@ -39,7 +41,8 @@ def main() -> None:
         esc("featurize", "--preset", args.preset, home=home, capture=True)
         times.append(time.perf_counter() - t)
         print(f"run: {times[-1]:.1f} s", flush=True)
-    print(f"featurize --preset {args.preset}, 2000 clips, cold cache: median {median(times):.1f} s over {len(times)} runs "
+    clips = (read_marker(home / "ESC-50") or {}).get("clips", "?")
+    print(f"featurize --preset {args.preset}, {clips} clips, cold cache: median {median(times):.1f} s over {len(times)} runs "
           f"(min {min(times):.1f}, max {max(times):.1f})")
     if args.archive:
         shutil.rmtree(home, ignore_errors=True)

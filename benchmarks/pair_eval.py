@@ -4,7 +4,9 @@
 
 Feeds each model its held-out fold of the shared 16 kHz ESC-50 copy (see common.py) and prints each model's
 accuracy, how often each pair agrees, and the accuracy of their mean probability (what an `ensemble` model
-predicts, esccli/models.py). Each model is scored as it predicts: with its recipe's test_shifts, if any.
+predicts, esccli/models.py), then how many clips every model misses and how many at least one gets right (the most that choosing,
+clip by clip, one of these models' answers could score). Each model is scored as it predicts: with its recipe's test_shifts,
+if any.
 """
 
 import argparse
@@ -36,6 +38,9 @@ def main() -> None:
         print(f"models {i + 1} and {j + 1}: agree on {agree:.2%} of the clips; averaged {both:.2%}")
     if len(probs) > 2:
         print(f"all {len(probs)} averaged: {float((sum(probs).argmax(1) == y).float().mean()):.2%}")
+    right = torch.stack([p.argmax(1) == y for p in probs])  # [models, clips]
+    print(f"missed by every model: {float((~right.any(0)).float().mean()):.2%} of the clips; "
+          f"right by at least one: {float(right.any(0).float().mean()):.2%}")
 
 
 if __name__ == "__main__":
