@@ -32,7 +32,8 @@ def prepare(home: Path = BENCH_HOME) -> Path:
         sys.exit(f"benchmarks need the shared dataset at {SHARED}")
     if not (home / "ESC-50" / "meta" / "esc50.csv").is_file():
         # another copy than the shared one may be a balanced subset of ESC-50 (esc fetch checks that it is)
-        esc("fetch", "--from", str(SHARED), *(["--allow-subset"] if os.environ.get("ESC_BENCH_DATA") else []), home=home)
+        subset = ["--allow-subset"] if os.environ.get("ESC_BENCH_DATA") else []
+        esc("fetch", "--from", str(SHARED), *subset, home=home)
     source = (read_marker(home / "ESC-50") or {}).get("source")
     if source is None or Path(source).resolve() != SHARED.resolve():  # figures of one copy never from another's
         sys.exit(f"{home} holds ESC-50 installed from {source or 'an unknown source'}, not from {SHARED}: "

@@ -3,8 +3,8 @@
     python benchmarks/featurize.py [--runs 3] [--archive]
 
 With --archive, the dataset is installed the way a user gets it: a zip built by
-../shared/tools/make-esc50-archive (16 kHz WAV, always from the shared copy) and `esc fetch --from` it. Each run deletes the feature cache
-first and times the whole `esc featurize` process; the median is printed.
+../shared/tools/make-esc50-archive (16 kHz WAV, always from the shared copy) and `esc fetch --from` it. Each run
+deletes the feature cache first and times the whole `esc featurize` process; the median is printed.
 """
 
 import argparse
@@ -42,8 +42,8 @@ def main() -> None:
         times.append(time.perf_counter() - t)
         print(f"run: {times[-1]:.1f} s", flush=True)
     clips = (read_marker(home / "ESC-50") or {}).get("clips", "?")
-    print(f"featurize --preset {args.preset}, {clips} clips, cold cache: median {median(times):.1f} s over {len(times)} runs "
-          f"(min {min(times):.1f}, max {max(times):.1f})")
+    print(f"featurize --preset {args.preset}, {clips} clips, cold cache: median {median(times):.1f} s over "
+          f"{len(times)} runs (min {min(times):.1f}, max {max(times):.1f})")
     if args.archive:
         shutil.rmtree(home, ignore_errors=True)
 

@@ -4,9 +4,9 @@
 
 Feeds each model its held-out fold of the shared 16 kHz ESC-50 copy (see common.py) and prints each model's
 accuracy, how often each pair agrees, and the accuracy of their mean probability (what an `ensemble` model
-predicts, esccli/models.py), then how many clips every model misses and how many at least one gets right (the most that choosing,
-clip by clip, one of these models' answers could score). Each model is scored as it predicts: with its recipe's test_shifts,
-if any.
+predicts, esccli/models.py), then how many clips every model misses and how many at least one gets right (the
+most that choosing, clip by clip, one of these models' answers could score). Each model is scored as it predicts:
+with its recipe's test_shifts, if any.
 """
 
 import argparse
