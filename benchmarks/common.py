@@ -70,6 +70,16 @@ def median(xs):
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
+def epoch_line(epochs: list[dict]) -> str:
+    """What the epochs of trained models' history cost: the median epoch, the data pipeline's share of it, and the
+    median of the epochs that also scored the held-out fold."""
+    scored = [e["seconds"] for e in epochs if e["val_acc"] is not None]
+    return (f"epoch: median {median([e['seconds'] for e in epochs]):.2f} s, of which data "
+            f"{median([e['data_seconds'] for e in epochs]):.2f} s "
+            f"({median([e['data_seconds'] / e['seconds'] for e in epochs]):.1%})"
+            + (f"; the {len(scored)} that also scored the fold: {median(scored):.2f} s" if scored else ""))
+
+
 def fold_model(path):
     """The stored model at `path` and the fold it held out (exits when it was trained on every fold)."""
     from esccli import checkpoint

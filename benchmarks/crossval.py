@@ -19,7 +19,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from common import BENCH_HOME, esc, median, peak_rss_gb, prepare, resumable
+from common import BENCH_HOME, epoch_line, esc, median, peak_rss_gb, prepare, resumable
 
 from esccli import checkpoint, paths
 from esccli.features import PRESETS
@@ -94,11 +94,7 @@ def main() -> None:
     walls = [w for _, w in results.values() if w]
     print("per fold: " + ", ".join(f"{k}: {results[k][0]:.2%}" for k in sorted(results)))
     # the epochs of every fold, from the models' own history: what an epoch costs and the data pipeline's share
-    epochs = [e for k in sorted(results) for e in train_meta(f"{tag}-fold{k}")["history"]]
-    scored = [e["seconds"] for e in epochs if e["val_acc"] is not None]  # the epochs that also scored the fold
-    print(f"epoch: median {median([e['seconds'] for e in epochs]):.2f} s, of which data "
-          f"{median([e['data_seconds'] for e in epochs]):.2f} s ({median([e['data_seconds'] / e['seconds'] for e in epochs]):.1%})"
-          + (f"; the {len(scored)} that also scored the fold: {median(scored):.2f} s" if scored else ""))
+    print(epoch_line([e for k in sorted(results) for e in train_meta(f"{tag}-fold{k}")["history"]]))
     print(f"{tag}: folds {sorted(results)}: mean {mean:.2%} ± {std:.2%}"
           + (f"; median wall time per fold {median(walls) / 60:.1f} min" if walls else ""))
     if walls:  # the largest process this run trained in (an esc train, or one of its ensemble's members), unless

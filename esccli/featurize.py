@@ -190,7 +190,8 @@ def load_or_build(
         folder = cache_dir(layout, params, csv_sha)
         with folder_lock(layout.locks / f"features-{folder.name}.lock", "the feature cache"):
             clips = read_metadata(root)
-            stamps = audio_stamps(audio_paths(root, clips))
+            paths = audio_paths(root, clips)
+            stamps = audio_stamps(paths)
             remove_stale_temporaries(folder, older_than=0)  # we hold its lock: a killed writer's, none in use
             if not rebuild:
                 cached = read_cache(folder, params)
@@ -201,8 +202,8 @@ def load_or_build(
             jobs = jobs or default_jobs()
             check_memory(params, len(clips), jobs)
             check_bands(params)
-            features = compute_features(root, clips, params, jobs, progress)
-            if audio_stamps(audio_paths(root, clips)) != stamps:  # changed while it was read: the next call rebuilds
+            features = compute_features(paths, params, jobs, progress)
+            if audio_stamps(paths) != stamps:  # changed while it was read: the next call rebuilds
                 stamps = None
             fs = FeatureSet(features, np.array([c.target for c in clips], np.int64), np.array([c.fold for c in clips], np.int64),
                             [c.filename for c in clips], params, folder, built=True, audio=stamps)
@@ -210,9 +211,10 @@ def load_or_build(
             return fs
 
 
-def compute_features(root: Path, clips: list[Clip], params: FeatureParams, jobs: int,
+def compute_features(audio: list[Path], params: FeatureParams, jobs: int,
                      progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    paths = [str(p) for p in audio_paths(root, clips)]
+    """The features of these audio files (audio_paths), [files, n_mels, frames] float16, in `jobs` processes."""
+    paths = [str(p) for p in audio]
     out = np.empty((len(paths), params.n_mels, params.frames), np.float16)
     chunks = [(i, paths[i:i + CHUNK]) for i in range(0, len(paths), CHUNK)]
     done = 0

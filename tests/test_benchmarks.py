@@ -70,6 +70,12 @@ def test_ablation_trains_one_fold_with_its_overrides_and_shift_eval_scores_the_m
     # clip of the 50: the two sum in another order)
     assert abs(accuracy["±2"][0] - 100 * result["val_acc"]) <= 100 / 50 + 1e-6
 
+    # summary.py reads the same figures back from the model's metadata
+    summary = bench("summary.py", str(model))
+    assert f"{model}: fold 2: {result['val_acc']:.2%}" in summary
+    assert f"1 models: mean {result['val_acc']:.2%} ± 0.00%" in summary
+    assert re.search(r"^epoch: median [\d.]+ s, of which data", summary, re.M), summary
+
     # a bench home that holds another copy of the data is refused, not mixed with it
     other = tmp_path / "another-copy"
     other.mkdir()

@@ -24,8 +24,8 @@ from esccli.cli import app
 from esccli.dataset import read_metadata
 from esccli.errors import DatasetError, EscError
 from esccli.features import PRESETS, FeatureParams, log_mel, pad_or_trim
-from esccli.featurize import (MEMORY_SHARE, FeatureParamsError, _featurize_files, build_bytes, check_params,
-                              compute_features, load_or_build, read_cache)
+from esccli.featurize import (MEMORY_SHARE, FeatureParamsError, _featurize_files, audio_paths, build_bytes,
+                              check_params, compute_features, load_or_build, read_cache)
 from esccli.fsutil import sha256_file
 from esccli.paths import layout
 from synthetic import class_frequency, class_signal
@@ -296,7 +296,7 @@ def test_rebuild_recomputes_an_intact_cache(esc_home, small):
 
 def test_one_and_two_workers_give_identical_arrays(synth_dataset, synth_features):
     clips = read_metadata(synth_dataset)[:70]  # three chunks of 32: workers finish in any order
-    two = compute_features(synth_dataset, clips, PARAMS, jobs=2)
+    two = compute_features(audio_paths(synth_dataset, clips), PARAMS, jobs=2)
     assert np.array_equal(two, synth_features.features[:70])  # synth_features was built with jobs=1
 
 
