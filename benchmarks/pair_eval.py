@@ -6,20 +6,25 @@ Feeds each model its held-out fold of the shared 16 kHz ESC-50 copy (see common.
 accuracy, how often each pair agrees, and the accuracy of their mean probability (what an `ensemble` model
 predicts, esccli/models.py), then how many clips every model misses and how many at least one gets right (the
 most that choosing, clip by clip, one of these models' answers could score). Each model is scored as it predicts:
-with its recipe's test_shifts, if any.
+with its recipe's test_shifts, if any. With --classes, the clips every model misses are also counted by their
+class, each with the wrong class the models most often answered for them.
 """
 
 import argparse
 import itertools
+from collections import Counter
 
 import torch
 from common import fold_model, held_out
+
+from esccli.classes import CLASS_NAMES
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("models", nargs="+")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--classes", action="store_true", help="count the clips every model misses by class")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     probs, folds = [], set()
@@ -41,6 +46,24 @@ def main() -> None:
     right = torch.stack([p.argmax(1) == y for p in probs])  # [models, clips]
     print(f"missed by every model: {float((~right.any(0)).float().mean()):.2%} of the clips; "
           f"right by at least one: {float(right.any(0).float().mean()):.2%}")
+    if args.classes:
+        print_missed_by_class(y, torch.stack([p.argmax(1) for p in probs]), ~right.any(0))
+
+
+def print_missed_by_class(targets, answers, missed) -> None:
+    """One line per class with clips that every model missed, most missed first: how many of the class's clips,
+    and the (wrong) class the models answered most often for them, with how many of their answers it was."""
+    missed_clips: Counter = Counter()
+    answered: dict[int, Counter] = {}
+    for clip in missed.nonzero().flatten().tolist():
+        t = int(targets[clip])
+        missed_clips[t] += 1
+        answered.setdefault(t, Counter()).update(answers[:, clip].tolist())
+    totals = Counter(targets.tolist())
+    for t, n in sorted(missed_clips.items(), key=lambda kv: (-kv[1], kv[0])):
+        (g, k), = answered[t].most_common(1)
+        print(f"  {CLASS_NAMES[t]}: {n} of {totals[t]} missed by every model; "
+              f"most often taken for {CLASS_NAMES[g]} ({k} of {len(answers) * n} answers)")
 
 
 if __name__ == "__main__":

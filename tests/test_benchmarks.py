@@ -70,6 +70,20 @@ def test_ablation_trains_one_fold_with_its_overrides_and_shift_eval_scores_the_m
     # clip of the 50: the two sum in another order)
     assert abs(accuracy["±2"][0] - 100 * result["val_acc"]) <= 100 / 50 + 1e-6
 
+    # pair_eval.py: a model averaged with itself is itself; the clips it misses, counted by class, are all its misses
+    pair = bench("pair_eval.py", str(model), str(model), "--classes").splitlines()
+    alone = float(re.search(r": ([\d.]+)%$", pair[0]).group(1))
+    assert abs(alone - 100 * result["val_acc"]) <= 100 / 50 + 1e-6
+    assert pair[2] == f"models 1 and 2: agree on 100.00% of the clips; averaged {alone:.2f}%"
+    missed = re.search(r"^missed by every model: ([\d.]+)% of the clips; right by at least one: ([\d.]+)%$", pair[3])
+    assert missed and float(missed.group(1)) == pytest.approx(100 - alone) and float(missed.group(2)) == alone
+    line_re = r"^  (\w+): (\d+) of (\d+) missed by every model; most often taken for (\w+) \((\d+) of (\d+) answers\)$"
+    by_class = [re.match(line_re, line) for line in pair[4:]]
+    assert by_class and all(by_class), pair[4:]
+    assert sum(int(m.group(2)) for m in by_class) == round(float(missed.group(1)) / 100 * 50)
+    # a miss is taken for another class; both models (the same one) give the same answer for each clip
+    assert all(m.group(1) != m.group(4) and int(m.group(6)) == 2 * int(m.group(2)) for m in by_class)
+
     # summary.py reads the same figures back from the model's metadata
     summary = bench("summary.py", str(model))
     assert f"{model}: fold 2: {result['val_acc']:.2%}" in summary

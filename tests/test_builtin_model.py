@@ -8,6 +8,7 @@ from esccli import checkpoint
 from esccli.classes import CLASS_NAMES
 from esccli.cli import app
 from esccli.features import PRESETS, FeatureParams
+from esccli.recipes import get_recipe
 from esccli.store import BUILTIN_PATH, EXAMPLES_DIR
 
 runner = CliRunner()
@@ -26,6 +27,13 @@ def test_builtin_model_loads_with_its_metadata():
     assert 0.5 < cv["mean"] < 1.0 and cv["command"].startswith("python benchmarks/crossval.py")
     assert meta["train"]["created"] and meta["train"]["command"].startswith("python scripts/ship_model.py")
     assert "CC BY-NC" in meta["license"]
+
+
+def test_builtin_model_is_made_by_todays_default_recipe():
+    """A change to the default recipe must ship a model retrained with it (scripts/ship_model.py), so that what
+    `esc predict` uses is what the README's cross-validation of the default measured."""
+    train = checkpoint.read_meta(BUILTIN_PATH)["train"]
+    assert get_recipe("default").made(train, None, train["seed"], train.get("precision", "fp32"))
 
 
 def test_examples_are_classified_as_their_true_class():
