@@ -7,7 +7,7 @@ accuracy, how often each pair agrees, and the accuracy of their mean probability
 predicts, esccli/models.py), then how many clips every model misses and how many at least one gets right (the
 most that choosing, clip by clip, one of these models' answers could score). Each model is scored as it predicts:
 with its recipe's test_shifts, if any. With --classes, the clips every model misses are also counted by their
-class, each with the wrong class the models most often answered for them.
+class, each with the (wrong) classes the models answered for them, most often first.
 """
 
 import argparse
@@ -50,9 +50,10 @@ def main() -> None:
         print_missed_by_class(y, torch.stack([p.argmax(1) for p in probs]), ~right.any(0))
 
 
-def print_missed_by_class(targets, answers, missed) -> None:
-    """One line per class with clips that every model missed, most missed first: how many of the class's clips,
-    and the (wrong) class the models answered most often for them, with how many of their answers it was."""
+def print_missed_by_class(targets, answers, missed, top: int = 3) -> None:
+    """One line per class with clips that every model missed, most missed first (then in class order): how many of
+    the class's clips, and the (wrong) classes the models answered for them, most often first (ties in class
+    order), up to `top` of them, with how many of the models' answers each was."""
     missed_clips: Counter = Counter()
     answered: dict[int, Counter] = {}
     for clip in missed.nonzero().flatten().tolist():
@@ -61,9 +62,10 @@ def print_missed_by_class(targets, answers, missed) -> None:
         answered.setdefault(t, Counter()).update(answers[:, clip].tolist())
     totals = Counter(targets.tolist())
     for t, n in sorted(missed_clips.items(), key=lambda kv: (-kv[1], kv[0])):
-        (g, k), = answered[t].most_common(1)
+        ranked = sorted(answered[t].items(), key=lambda kv: (-kv[1], kv[0]))
+        shown = ", ".join(f"{CLASS_NAMES[g]} {k}" for g, k in ranked[:top]) + (", …" if len(ranked) > top else "")
         print(f"  {CLASS_NAMES[t]}: {n} of {totals[t]} missed by every model; "
-              f"most often taken for {CLASS_NAMES[g]} ({k} of {len(answers) * n} answers)")
+              f"answered {shown} (of {len(answers) * n} answers)")
 
 
 if __name__ == "__main__":
