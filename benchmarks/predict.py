@@ -9,12 +9,14 @@ subtracting the median cold start. `esc --version` shows what start-up costs wit
 """
 
 import argparse
-import csv
 import tempfile
 import time
 from pathlib import Path
 
 from common import SHARED, esc, median
+
+from esccli.dataset import read_metadata
+from esccli.featurize import audio_paths
 
 
 def timed(*args: str) -> float:
@@ -28,10 +30,7 @@ def main() -> None:
     ap.add_argument("--model", default="builtin")
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
-    rows = list(csv.DictReader(open(SHARED / "meta" / "esc50.csv")))
-    # the shared copy's clips are FLAC under the csv's .wav names; another copy (ESC_BENCH_DATA) may keep the names
-    fold1 = [next((p for p in (a.with_suffix(".flac"), a) if p.is_file()), a)
-             for a in (SHARED / "audio" / r["filename"] for r in rows if r["fold"] == "1")]
+    fold1 = audio_paths(SHARED, [c for c in read_metadata(SHARED) if c.fold == 1])  # as FLAC or under the csv names
     home = Path(tempfile.mkdtemp(prefix="esc-bench-predict-"))
 
     version = median([timed("--version") for _ in range(args.runs)])
