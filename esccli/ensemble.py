@@ -134,7 +134,7 @@ def combine(fs, recipe: Recipe, member_paths: list[Path], out: Path, fold: int |
         if not is_member(b, recipe, k, fold, seed, precision, fs):
             raise ModelError(f"{p} is not member {k + 1} of this ensemble (other recipe, fold, seed, precision, "
                              "features or clips)", "run again without --resume to start over")
-    config = ensemble_config(ModelConfig.from_dict(blobs[0]["model"]), len(blobs))
+    config = ensemble_config([ModelConfig.from_dict(b["model"]) for b in blobs])
     model = build_model(config)
     model.load_state_dict({f"members.{k}.{key}": v for k, b in enumerate(blobs) for key, v in b["state_dict"].items()})
     model.to(device)

@@ -82,11 +82,20 @@ class Recipe:
         variant = self.member_variant(k)
         if NOT_IN_VARIANTS & set(variant):
             raise ValueError(f"a member variant cannot set {', '.join(sorted(NOT_IN_VARIANTS & set(variant)))}: "
-                             "members share their network and features")
+                             "members share their features, and the ensemble's scoring")
+        if variant.get("arch") == "ensemble":
+            raise ValueError("a member variant cannot make a member an ensemble")
+        if "arch" in variant and "arch_args" not in variant:  # another network does not take this one's arguments
+            variant = {**variant, "arch_args": {}}
         try:
             return replace(self, members=1, member_variants=[{}], **variant)
         except TypeError:
             raise ValueError(f"unknown recipe field in member variant {variant}") from None
+
+    def member_archs(self) -> str:
+        """The architectures of its networks, joined by "+" when they differ ("escnet+escnet+texture")."""
+        archs = [self.member(k).arch for k in range(self.members)]
+        return archs[0] if len(set(archs)) == 1 else "+".join(archs)
 
     def member_seed(self, seed: int, k: int) -> int:
         """The seed of member k: members of the same variant differ by their seed."""
@@ -153,8 +162,13 @@ LATER_FIELDS = {"stretch": 1.0, "freq_shift": 0, "members": 1, "member_variants"
 
 # the augmentations that read the features as dB (they work on power): features scaled otherwise are refused
 READS_DB = ("mixup_power", "eq_db", "noise_db", "reverb_s")
-NOT_IN_VARIANTS = {"arch", "arch_args", "features", "members", "member_variants", "val_every", "test_shifts"}
+NOT_IN_VARIANTS = {"features", "members", "member_variants", "val_every", "test_shifts"}
 PITCH_TEMPO = {"freq_shift": 4, "stretch": 1.25}  # the second member's augmentation (docs/ablation.md, round 3)
+# a member that sees each whole clip as its texture statistics (models.TextureNet): a small MLP, trained for many
+# short epochs without crops, masks, mixup or filters (docs/ablation.md, round 17)
+TEXTURE = {"arch": "texture", "epochs": 300, "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-2, "crop_frames": 0,
+           "crop_energy": False, "mixup_alpha": 0.0, "freq_masks": 0, "time_masks": 0, "eq_db": 0.0,
+           "channels_last": False}
 EQ_DB = 6.0  # random filters of up to +-6 dB across the mel axis: +4.10 points for the fast preset (round 5)
 # the fast network scored and predicting on its input moved by -2..2 mel bins, averaged: +1.05 points (round 6)
 TEST_SHIFTS = [-2, -1, 0, 1, 2]

@@ -82,9 +82,37 @@ def test_member_variants_train_differently_augmented_members(synth_features, tmp
     assert [m["variant"] for m in ens.meta["train"]["members"]] == [{}, {"freq_shift": 2}, {}]
     with pytest.raises(ValueError, match="unknown recipe field"):
         tiny_recipe(members=2, member_variants=[{}, {"no_such_field": 1}]).member(1)
-    for field in ("members", "arch_args", "features"):
+    for field in ("members", "features", "test_shifts"):
         with pytest.raises(ValueError, match=f"cannot set {field}"):
             tiny_recipe(members=2, member_variants=[{}, {field: 3}]).member(1)
+    with pytest.raises(ValueError, match="cannot make a member an ensemble"):
+        tiny_recipe(members=2, member_variants=[{}, {"arch": "ensemble"}]).member(1)
+
+
+def test_members_of_different_architectures(synth_features, tmp_path, esc_home):
+    from esccli.models import TextureNet
+    from esccli.recipes import TEXTURE
+
+    recipe = tiny_recipe(epochs=2, members=2, member_variants=[{}, {**TEXTURE, "epochs": 3}])
+    texture = recipe.member(1)  # a variant that names another network does not take the recipe's arch_args
+    assert (texture.arch, texture.arch_args, texture.epochs, recipe.member_archs()) == ("texture", {}, 3,
+                                                                                         "escnet+texture")
+    ens = train(synth_features, recipe, tmp_path / "mixed.pt", fold=5, seed=3)
+    alone = train(synth_features, texture, tmp_path / "texture.pt", fold=5, seed=3)
+    state = checkpoint.read(ens.path)["state_dict"]
+    member = {key[len("members.1."):]: v for key, v in state.items() if key.startswith("members.1.")}
+    assert states_equal(member, checkpoint.read(alone.path)["state_dict"])
+    assert ens.meta["model"]["args"]["member_list"] == [
+        {"arch": "escnet", "args": recipe.arch_args}, {"arch": "texture", "args": {}}]
+    lm = checkpoint.load(ens.path)
+    assert isinstance(lm.model.members[1], TextureNet)
+    assert ens.meta["train"]["metrics"]["val_acc"] == pytest.approx(evaluate(lm, synth_features, fold=5).accuracy)
+    assert [len([h for h in ens.meta["train"]["history"] if h["member"] == k]) for k in (1, 2)] == [2, 3]
+    lay = layout(esc_home)
+    lay.models.mkdir(parents=True)
+    shutil.copy(ens.path, lay.models / "mixed.pt")
+    r = runner.invoke(app, ["models"])
+    assert r.exit_code == 0 and "escnet + texture" in r.output
 
 
 def test_esc_models_shows_an_ensemble_as_its_networks(pair, esc_home):

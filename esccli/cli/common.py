@@ -6,6 +6,7 @@ JSON, so that `esc predict x.wav --json | jq` works.
 
 import json
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -34,8 +35,12 @@ state = State()
 
 
 def arch_label(arch: str, members: int = 1) -> str:
-    """How an architecture is shown: "escnet", or "2 x escnet" for an ensemble of two."""
-    return f"{members} x {arch}" if members > 1 else arch
+    """How an architecture is shown: "escnet", "2 x escnet" for an ensemble of two, and "2 x escnet + texture" for
+    one of networks of different architectures (`arch` names them all, joined by "+")."""
+    if "+" not in arch:
+        return f"{members} x {arch}" if members > 1 else arch
+    counts = Counter(arch.split("+"))
+    return " + ".join(f"{n} x {a}" if n > 1 else a for a, n in counts.items())
 
 
 def layout():

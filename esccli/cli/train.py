@@ -99,7 +99,7 @@ def train(
     from esccli.cli.featurize import build_features
 
     fs = build_features(PRESETS[recipe.features])
-    common.dim_line(f"recipe {preset}: {common.arch_label(recipe.arch, recipe.members)}, {recipe.epochs} epochs, batch {recipe.batch_size}, lr {recipe.lr:g}, "
+    common.dim_line(f"recipe {preset}: {common.arch_label(recipe.member_archs(), recipe.members)}, {recipe.epochs} epochs, batch {recipe.batch_size}, lr {recipe.lr:g}, "
                     f"device {dev} ({precision})" + ("" if cv else f", {'all folds' if held_out is None else f'fold {held_out} held out'}"))
     if member_jobs > 1:
         common.dim_line(f"up to {member_jobs} networks train side by side, each in its own process, without per-epoch "
