@@ -70,6 +70,30 @@ def median(xs):
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
+def epochs_by_arch(meta: dict) -> dict[str, list[dict]]:
+    """A model's training epochs (its metadata's history) by the architecture that ran them: an ensemble of members
+    of different architectures (a `member_list`) has epochs of very different costs, which one median would mix."""
+    model, history = meta["model"], meta["train"]["history"]
+    listed = model["args"].get("member_list") if model["arch"] == "ensemble" else None
+    if not listed:
+        return {model["args"]["member"] if model["arch"] == "ensemble" else model["arch"]: history}
+    out: dict[str, list[dict]] = {}
+    for e in history:
+        out.setdefault(listed[e["member"] - 1]["arch"], []).append(e)
+    return out
+
+
+def epoch_lines(metas: list[dict]) -> list[str]:
+    """epoch_line over the epochs of these models' histories, one line per architecture when they have several."""
+    by_arch: dict[str, list[dict]] = {}
+    for meta in metas:
+        for arch, epochs in epochs_by_arch(meta).items():
+            by_arch.setdefault(arch, []).extend(epochs)
+    if len(by_arch) == 1:
+        return [epoch_line(next(iter(by_arch.values())))]
+    return [f"{arch} {epoch_line(epochs)}" for arch, epochs in by_arch.items()]
+
+
 def epoch_line(epochs: list[dict]) -> str:
     """What the epochs of trained models' history cost: the median epoch, the data pipeline's share of it, and the
     median of the epochs that also scored the held-out fold."""

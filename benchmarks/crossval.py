@@ -19,7 +19,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from common import BENCH_HOME, epoch_line, esc, median, peak_rss_gb, prepare, resumable
+from common import BENCH_HOME, epoch_lines, esc, median, peak_rss_gb, prepare, resumable
 
 from esccli import checkpoint, paths
 from esccli.features import PRESETS
@@ -94,7 +94,8 @@ def main() -> None:
     walls = [w for _, w in results.values() if w]
     print("per fold: " + ", ".join(f"{k}: {results[k][0]:.2%}" for k in sorted(results)))
     # the epochs of every fold, from the models' own history: what an epoch costs and the data pipeline's share
-    print(epoch_line([e for k in sorted(results) for e in train_meta(f"{tag}-fold{k}")["history"]]))
+    for line in epoch_lines([checkpoint.read_meta(BENCH_HOME / "models" / f"{tag}-fold{k}.pt") for k in sorted(results)]):
+        print(line)
     print(f"{tag}: folds {sorted(results)}: mean {mean:.2%} ± {std:.2%}"
           + (f"; median wall time per fold {median(walls) / 60:.1f} min" if walls else ""))
     if walls:  # the largest process this run trained in (an esc train, or one of its ensemble's members), unless

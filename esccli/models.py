@@ -13,7 +13,7 @@
   STEM_ORDERS).
 - `texture`: no convolutions: a clip as the summary statistics of its mel band envelopes (their levels, spread,
   skew, how bands move together, how fast they fluctuate; `texture_statistics`) through a small MLP. Alone it is
-  far weaker than escnet, but it hears steady sounds differently, which is what a member of an ensemble is for.
+  far weaker than escnet, but it errs on other clips, which is what a member of an ensemble is for.
 - `ensemble`: several networks, of one architecture or of several (`member_list`), trained apart (on differently
   augmented data or with other seeds: esccli/ensemble.py); its output is the log of their mean probability, so
   softmax gives their average.
@@ -133,8 +133,8 @@ def texture_statistics(x: torch.Tensor, top_db: float = 80.0, groups: int = 16, 
     / 2 + groups * len(MODULATION_BANDS)]. Per band: the mean level in dB and its spread, and the compressed
     envelope's coefficient of variation, skewness and (log) kurtosis; between `groups` groups of adjacent bands:
     the correlations of their envelopes; per group: the share of its envelope's modulation power in each octave of
-    MODULATION_BANDS. Only frames within 1 dB of the floor are left out (the silence ESC-50 pads short clips with),
-    unless fewer than `min_frames` frames are above it."""
+    MODULATION_BANDS. Frames within 1 dB of the floor (the silence ESC-50 pads short clips with) are left out,
+    unless fewer than `min_frames` frames are above it: then every frame counts."""
     db = (x[:, 0].float() - 1.0) * (top_db / 2)  # [-top_db, 0]
     b, n_mels, frames = db.shape
     loud = db.amax(1) > 1.0 - top_db  # [batch, frames]
@@ -171,7 +171,8 @@ def texture_statistics(x: torch.Tensor, top_db: float = 80.0, groups: int = 16, 
 class TextureNet(nn.Module):
     """A clip as its texture statistics (texture_statistics), through a small MLP: x [batch, 1, n_mels, frames]
     -> logits. It sees no time-frequency pattern, only how each band's level is distributed, how bands move
-    together and how fast they fluctuate: a view of steady sounds (wind, engines, rain) that differs from a CNN's."""
+    together and how fast they fluctuate: a view that differs from a CNN's, meant for steady sounds (wind, engines,
+    rain) that the CNNs confuse. `frame_rate` (frames per second) and `top_db` must be those of the features."""
 
     def __init__(self, n_mels: int, frames: int, n_classes: int, hidden: int = 512, groups: int = 16,
                  frame_rate: float = 50.0, top_db: float = 80.0, dropout=(0.2, 0.5)):

@@ -31,7 +31,8 @@ class ModelInfo:
     epochs: int | None
     is_default: bool = False
     selected_on_fold: bool = False
-    members: int = 1  # networks averaged (an ensemble: arch "ensemble", each a `member_arch`)
+    members: int = 1  # networks averaged (an ensemble: arch "ensemble", each a `member_arch`, or, for members of
+    # several architectures, their archs joined by "+": "escnet+escnet+texture")
     member_arch: str | None = None
     error: str | None = None
 

@@ -177,6 +177,9 @@ def check_recipe(recipe: Recipe, params: FeatureParams | None = None) -> None:
     reads_db = [k for k in READS_DB if getattr(recipe, k)]
     if params is not None and reads_db and params.scale != "db":
         raise EscError(f"{', '.join(reads_db)} need features scaled in dB (scale 'db'), not {params.scale!r}")
+    if params is not None and params.scale != "db" and any(recipe.member(k).arch == "texture"
+                                                            for k in range(recipe.members)):
+        raise EscError(f"the texture network reads features scaled in dB (scale 'db'), not {params.scale!r}")
 
 
 def check_save_best(recipe: Recipe, save_best: bool, fold: int | None) -> None:
@@ -280,7 +283,10 @@ def train(
     x_val, y_val = x_all[val_idx], y_all[val_idx]
 
     # model
-    config = ModelConfig(recipe.arch, len(CLASS_NAMES), fs.params.n_mels, fs.params.frames, dict(recipe.arch_args))
+    args = dict(recipe.arch_args)
+    if recipe.arch == "texture":  # its statistics need the features' frame rate and dB range
+        args = {"frame_rate": fs.params.sample_rate / fs.params.hop_length, "top_db": fs.params.top_db, **args}
+    config = ModelConfig(recipe.arch, len(CLASS_NAMES), fs.params.n_mels, fs.params.frames, args)
     torch.manual_seed(seed)
     model = build_model(config).to(device)
     if recipe.channels_last:

@@ -124,3 +124,58 @@ def test_pair_eval_counts_the_clips_every_model_misses_by_class_with_their_answe
         f"  {C[1]}: 1 of 1 missed by every model; answered {C[7]} 3 (of 3 answers)",
         f"  {C[2]}: 1 of 2 missed by every model; answered {C[3]} 1, {C[8]} 1, … (of 3 answers)",
     ]
+
+
+def test_epoch_lines_keep_the_epochs_of_each_architecture_apart():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from common import epoch_lines, epochs_by_arch
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+    def epoch(member, seconds):
+        return {"member": member, "seconds": seconds, "data_seconds": seconds / 10, "val_acc": None}
+
+    mixed = {"model": {"arch": "ensemble", "args": {"member": "escnet+escnet+texture", "members": 3, "member_list": [
+        {"arch": "escnet", "args": {}}, {"arch": "escnet", "args": {}}, {"arch": "texture", "args": {}}]}},
+        "train": {"history": [epoch(1, 6.0), epoch(2, 7.0), epoch(3, 1.0), epoch(3, 1.0), epoch(3, 1.0)]}}
+    assert {a: [e["seconds"] for e in es] for a, es in epochs_by_arch(mixed).items()} == {
+        "escnet": [6.0, 7.0], "texture": [1.0, 1.0, 1.0]}
+    assert epoch_lines([mixed]) == ["escnet epoch: median 6.50 s, of which data 0.65 s (10.0%)",
+                                    "texture epoch: median 1.00 s, of which data 0.10 s (10.0%)"]
+    pair = {"model": {"arch": "ensemble", "args": {"member": "escnet", "members": 2, "member_args": {}}},
+            "train": {"history": [epoch(1, 6.0), epoch(2, 8.0)]}}
+    single = {"model": {"arch": "escnet", "args": {}}, "train": {"history": [epoch(None, 4.0)]}}
+    assert epoch_lines([pair, single]) == ["epoch: median 6.00 s, of which data 0.60 s (10.0%)"]
+
+
+def test_member_eval_scores_members_alone_some_averaged_and_all():
+    import torch
+    from torch import nn
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from member_eval import member_accuracies
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+    class Fixed(nn.Module):
+        def __init__(self, logits):
+            super().__init__()
+            self.logits = torch.tensor(logits)
+
+        def forward(self, x):
+            return self.logits
+
+    # three clips of classes 0, 1, 1; member 1 is right on clip 0 only, member 2 on clips 1 and 2 (unsure of clip
+    # 2), member 3 sure and right on all three
+    ens = nn.Module()
+    ens.members = nn.ModuleList([Fixed([[2.0, 0.0], [2.0, 0.0], [2.0, 0.0]]),
+                                 Fixed([[0.0, 1.0], [0.0, 3.0], [0.0, 0.5]]),
+                                 Fixed([[3.0, 0.0], [0.0, 3.0], [0.0, 4.0]])])
+    alone, some, whole = member_accuracies(ens, None, torch.tensor([0, 1, 1]), [1, 2])
+    assert alone == pytest.approx([1 / 3, 2 / 3, 1.0])
+    # members 1 and 2 as mean probabilities: clip 0 (0.88 + 0.27) / 2 for class 0, right; clip 1 (0.12 + 0.95) / 2
+    # for class 1, right; clip 2 (0.12 + 0.62) / 2 for class 1, wrong. With member 3, all right.
+    assert some == pytest.approx(2 / 3)
+    assert whole == pytest.approx(1.0)

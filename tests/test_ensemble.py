@@ -55,6 +55,7 @@ def test_an_ensemble_is_its_members_trained_alone_and_predicts_their_mean_probab
     assert ens.meta["train"]["metrics"]["val_acc"] == pytest.approx(evaluate(lm, synth_features, fold=5).accuracy)
     assert [m["seed"] for m in ens.meta["train"]["members"]] == [7, 7]  # two variants: the same seed
     assert ens.meta["model"]["arch"] == "ensemble" and ens.meta["model"]["args"]["members"] == 2
+    assert "member_args" in ens.meta["model"]["args"] and "member_list" not in ens.meta["model"]["args"]  # as before
     assert recipe.made(ens.meta["train"], 5, 7, ens.meta["train"]["precision"])
     assert len(ens.meta["train"]["history"]) == 6 and {h["member"] for h in ens.meta["train"]["history"]} == {1, 2}
     assert not any(member_path(ens.path, k).exists() for k in range(2))  # member files are removed
@@ -90,20 +91,28 @@ def test_member_variants_train_differently_augmented_members(synth_features, tmp
 
 
 def test_members_of_different_architectures(synth_features, tmp_path, esc_home):
+    from esccli.features import FeatureParams
     from esccli.models import TextureNet
-    from esccli.recipes import TEXTURE
+    from esccli.recipes import TEXTURE, get_recipe
+    from esccli.train import check_recipe
 
     recipe = tiny_recipe(epochs=2, members=2, member_variants=[{}, {**TEXTURE, "epochs": 3}])
     texture = recipe.member(1)  # a variant that names another network does not take the recipe's arch_args
     assert (texture.arch, texture.arch_args, texture.epochs, recipe.member_archs()) == ("texture", {}, 3,
                                                                                          "escnet+texture")
+    # the default's texture member keeps its own schedule when the recipe's is overridden (esc train --epochs, --lr)
+    shorter = get_recipe("default").with_overrides(epochs=5, lr=0.1)
+    assert [(shorter.member(k).epochs, shorter.member(k).lr) for k in range(3)] == [(5, 0.1), (5, 0.1),
+                                                                                     (TEXTURE["epochs"], TEXTURE["lr"])]
     ens = train(synth_features, recipe, tmp_path / "mixed.pt", fold=5, seed=3)
     alone = train(synth_features, texture, tmp_path / "texture.pt", fold=5, seed=3)
     state = checkpoint.read(ens.path)["state_dict"]
     member = {key[len("members.1."):]: v for key, v in state.items() if key.startswith("members.1.")}
     assert states_equal(member, checkpoint.read(alone.path)["state_dict"])
+    p = synth_features.params  # the texture network is told the features' frame rate and dB range
     assert ens.meta["model"]["args"]["member_list"] == [
-        {"arch": "escnet", "args": recipe.arch_args}, {"arch": "texture", "args": {}}]
+        {"arch": "escnet", "args": recipe.arch_args},
+        {"arch": "texture", "args": {"frame_rate": p.sample_rate / p.hop_length, "top_db": p.top_db}}]
     lm = checkpoint.load(ens.path)
     assert isinstance(lm.model.members[1], TextureNet)
     assert ens.meta["train"]["metrics"]["val_acc"] == pytest.approx(evaluate(lm, synth_features, fold=5).accuracy)
@@ -112,7 +121,17 @@ def test_members_of_different_architectures(synth_features, tmp_path, esc_home):
     lay.models.mkdir(parents=True)
     shutil.copy(ens.path, lay.models / "mixed.pt")
     r = runner.invoke(app, ["models"])
-    assert r.exit_code == 0 and "escnet + texture" in r.output
+    assert r.exit_code == 0 and "1 x escnet" not in r.output and "escnet + texture" in r.output
+    from esccli.cli.common import arch_label
+
+    assert arch_label("escnet+escnet+texture", 3) == "2 x escnet + texture"
+    assert arch_label("escnet", 2) == "2 x escnet" and arch_label("escnet") == "escnet"
+    # --arch makes the networks another architecture and leaves out the members of an architecture of their own
+    seeds = get_recipe("default").with_arch("seed")
+    assert (seeds.members, seeds.member_archs(), seeds.member(0).arch_args) == (2, "seed", {})
+    assert recipe.with_overrides(member_variants=[{}, {"arch": "escnet"}]).member(1).arch_args == recipe.arch_args
+    with pytest.raises(EscError, match="texture network reads features scaled in dB"):
+        check_recipe(get_recipe("default").with_overrides(eq_db=0.0), FeatureParams(scale="image"))
 
 
 def test_esc_models_shows_an_ensemble_as_its_networks(pair, esc_home):

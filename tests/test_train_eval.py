@@ -205,7 +205,7 @@ def test_models_made_before_a_later_recipe_field_count_at_its_old_behaviour():
     assert one.made(meta, 1, 0, "bf16")
     assert not get_recipe("default").member().made(meta, 1, 0, "bf16")  # today's filters: not the same training
     assert not one.with_overrides(stretch=1.25).made(meta, 1, 0, "bf16")
-    assert not get_recipe("default").made(meta, 1, 0, "bf16")  # two members: not what a single network was
+    assert not get_recipe("default").made(meta, 1, 0, "bf16")  # three members: not what a single network was
     assert not one.made({**meta, "recipe": {**old, "crop_energy": False}}, 1, 0, "bf16")
     assert one.with_overrides(val_every=3).made(meta, 1, 0, "bf16")  # validating more or less trains the same
     # `--members 1` on the default keeps its (unused) variants in the recorded recipe: still the same training

@@ -69,8 +69,8 @@ def train(
     if preset not in RECIPES:
         raise EscError(f"unknown recipe {preset!r}", f"choose one of: {', '.join(RECIPES)}")
     recipe = get_recipe(preset)
-    if arch is not None and arch != recipe.arch:
-        recipe = recipe.with_overrides(arch=arch, arch_args={})
+    if arch is not None:
+        recipe = recipe.with_arch(arch)
     recipe = recipe.with_overrides(epochs=epochs, batch_size=batch_size, lr=lr, members=members,
                                     val_every=val_every)
     check_recipe(recipe, PRESETS[recipe.features])  # before the features are built: a mistake is told at once
@@ -101,6 +101,10 @@ def train(
     fs = build_features(PRESETS[recipe.features])
     common.dim_line(f"recipe {preset}: {common.arch_label(recipe.member_archs(), recipe.members)}, {recipe.epochs} epochs, batch {recipe.batch_size}, lr {recipe.lr:g}, "
                     f"device {dev} ({precision})" + ("" if cv else f", {'all folds' if held_out is None else f'fold {held_out} held out'}"))
+    for k in range(recipe.members):  # members with settings of their own (the default's texture network)
+        m = recipe.member(k)
+        if m.arch != recipe.arch:
+            common.dim_line(f"member {k + 1}: {m.arch}, {m.epochs} epochs, batch {m.batch_size}, lr {m.lr:g}")
     if member_jobs > 1:
         common.dim_line(f"up to {member_jobs} networks train side by side, each in its own process, without per-epoch "
                         "lines (--jobs 1 trains them one at a time and shows each epoch)")

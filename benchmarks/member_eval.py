@@ -1,0 +1,57 @@
+"""What each network of stored ensemble fold models scores on its held-out fold, and what some of them score averaged.
+
+    python benchmarks/member_eval.py /tmp/esc-bench/models/bench-default-fold{1,2,3,4,5}.pt --average 1 2
+
+Feeds each model its held-out fold of the shared 16 kHz ESC-50 copy (see common.py) and prints, per model, each
+member's accuracy alone, the accuracy of the members given to --average (1-based; their mean probability, as the
+ensemble predicts), and the whole ensemble's; then the means over the models. Round 17 used it to separate what
+the default's texture network adds from what its two CNNs score by themselves in the same run. Members are scored
+without the test-time shifts a recipe may put around the ensemble.
+"""
+
+import argparse
+
+import torch
+from common import fold_model, held_out
+
+from esccli.models import log_mean_probability, without_test_shifts
+
+
+def member_accuracies(ensemble, x, y, average: list[int]) -> tuple[list[float], float, float]:
+    """Each member's accuracy alone, that of the `average` members (1-based) averaged, and that of all of them."""
+    with torch.no_grad():
+        outs = [m.eval()(x) for m in ensemble.members]
+    acc = lambda logits: float((logits.argmax(1) == y).float().mean())  # noqa: E731
+    return [acc(o) for o in outs], acc(log_mean_probability([outs[k - 1] for k in average])), acc(
+        log_mean_probability(outs))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("models", nargs="+")
+    ap.add_argument("--average", type=int, nargs="+", default=[1, 2], metavar="K",
+                    help="the members (1-based) to average [default: 1 2]")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    for path in args.models:
+        lm, fold = fold_model(path)
+        net = without_test_shifts(lm.model)
+        if not hasattr(net, "members"):
+            raise SystemExit(f"{path} is not an ensemble: it has no members to score apart")
+        if not all(1 <= k <= len(net.members) for k in args.average):
+            raise SystemExit(f"{path} has {len(net.members)} members: --average takes 1 … {len(net.members)}")
+        alone, some, whole = member_accuracies(net, *held_out(lm, fold), args.average)
+        rows.append((alone, some, whole))
+        print(f"{path}: fold {fold}: members alone " + ", ".join(f"{a:.2%}" for a in alone)
+              + f"; members {' + '.join(map(str, args.average))} averaged {some:.2%}; all {whole:.2%}")
+    if len(rows) > 1 and len({len(r[0]) for r in rows}) == 1:
+        n = len(rows)
+        print(f"mean over {n} models: members alone "
+              + ", ".join(f"{sum(r[0][k] for r in rows) / n:.2%}" for k in range(len(rows[0][0])))
+              + f"; members averaged {sum(r[1] for r in rows) / n:.2%}; all {sum(r[2] for r in rows) / n:.2%}")
+
+
+if __name__ == "__main__":
+    main()
