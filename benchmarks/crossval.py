@@ -49,8 +49,8 @@ def main() -> None:
     stored = {m["name"]: m for m in json.loads(esc("models", "--json", capture=True).stdout)}
     precision = resolve_precision("auto", pick_device("auto"), recipe.allow_bf16)  # what esc train will use
 
-    def train_meta(name: str) -> dict:
-        return checkpoint.read_meta(BENCH_HOME / "models" / f"{name}.pt")["train"]
+    def model_meta(name: str) -> dict:
+        return checkpoint.read_meta(BENCH_HOME / "models" / f"{name}.pt")
 
     before_training = peak_rss_gb(children=True)
     results = {}
@@ -59,7 +59,7 @@ def main() -> None:
         name = f"{tag}-fold{k}"
         # a stored fold model counts only if this very recipe made it, with the same seed and precision, on
         # features with these parameters of these clips (names, classes and folds: another csv trains it again)
-        meta = checkpoint.read_meta(BENCH_HOME / "models" / f"{name}.pt") if name in stored else None
+        meta = model_meta(name) if name in stored else None
         if meta and stored[name]["val_acc"] is not None and recipe.made(meta["train"], k, args.seed, precision) \
                 and features.made(meta):
             results[k] = (stored[name]["val_acc"], None)
@@ -82,7 +82,7 @@ def main() -> None:
         out = json.loads(esc(*cmd, capture=True).stdout)
         wall = time.perf_counter() - t
         results[k] = (out["val_acc"], wall)
-        members = train_meta(name).get("members", [])  # an ensemble: each member's own training loop
+        members = model_meta(name)["train"].get("members", [])  # an ensemble: each member's own training loop
         loops = " + ".join(f"{m['seconds'] / 60:.1f}" for m in members) if members else f"{out['seconds'] / 60:.1f}"
         print(f"fold {k}: {out['val_acc']:.2%} in {wall / 60:.1f} min wall ({loops} min training loop"
               + (f", {args.jobs} folds at a time" if args.jobs > 1 else "") + ")", flush=True)
@@ -94,7 +94,7 @@ def main() -> None:
     walls = [w for _, w in results.values() if w]
     print("per fold: " + ", ".join(f"{k}: {results[k][0]:.2%}" for k in sorted(results)))
     # the epochs of every fold, from the models' own history: what an epoch costs and the data pipeline's share
-    for line in epoch_lines([checkpoint.read_meta(BENCH_HOME / "models" / f"{tag}-fold{k}.pt") for k in sorted(results)]):
+    for line in epoch_lines([model_meta(f"{tag}-fold{k}") for k in sorted(results)]):
         print(line)
     print(f"{tag}: folds {sorted(results)}: mean {mean:.2%} ± {std:.2%}"
           + (f"; median wall time per fold {median(walls) / 60:.1f} min" if walls else ""))
