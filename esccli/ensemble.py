@@ -5,7 +5,8 @@ Member k is the recipe's single-network version `recipe.member(k)` (its k-th var
 the final model (`.<name>.member<k>.pt`, with its own resume file), so an interrupted ensemble resumed with
 `resume=True` keeps the members that are done and resumes the one that was cut off. With jobs > 1 (CPU only)
 members train side by side in processes, each with its share of the cores.
-The combined model is an `ensemble` network (esccli/models.py) that predicts the members' mean probability; it
+The combined model is an `ensemble` network (esccli/models.py) that predicts the members' mean probability
+(arithmetic or geometric, as the recipe's `ensemble_mean` says); it
 is scored on the held-out fold like any model, and the member files are removed once it is saved.
 """
 
@@ -134,7 +135,7 @@ def combine(fs, recipe: Recipe, member_paths: list[Path], out: Path, fold: int |
         if not is_member(b, recipe, k, fold, seed, precision, fs):
             raise ModelError(f"{p} is not member {k + 1} of this ensemble (other recipe, fold, seed, precision, "
                              "features or clips)", "run again without --resume to start over")
-    config = ensemble_config([ModelConfig.from_dict(b["model"]) for b in blobs])
+    config = ensemble_config([ModelConfig.from_dict(b["model"]) for b in blobs], recipe.ensemble_mean)
     model = build_model(config)
     model.load_state_dict({f"members.{k}.{key}": v for k, b in enumerate(blobs) for key, v in b["state_dict"].items()})
     model.to(device)

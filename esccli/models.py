@@ -16,18 +16,18 @@
   far weaker than escnet, but it errs on other clips, which is what a member of an ensemble is for.
 - `ensemble`: several networks, of one architecture or of several (`member_list`), trained apart (on differently
   augmented data or with other seeds: esccli/ensemble.py); its output is the log of their mean probability, so
-  softmax gives their average.
+  softmax gives their average (arithmetic, or geometric and renormalised: a recipe's `ensemble_mean`).
 - `ShiftAverage`: any of them scored on copies of the input moved up and down the mel axis, averaged the same
   way (a recipe's `test_shifts`; not an architecture: it holds no weights).
 """
 
-import math
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
 from esccli.augment import shift_mel
+from esccli.texture import statistics_count, texture_statistics
 
 
 @dataclass(frozen=True)
@@ -122,70 +122,34 @@ class EscNet(nn.Module):
         return self.fc(self.dropout(x))
 
 
-# the modulation bands of TextureNet, in Hz: octaves from 0.5 Hz up to 25 Hz (the Nyquist rate of 20 ms frames)
-MODULATION_BANDS = ((0.5, 1.0), (1.0, 2.0), (2.0, 4.0), (4.0, 8.0), (8.0, 16.0), (16.0, 25.0))
-
-
-def texture_statistics(x: torch.Tensor, top_db: float = 80.0, groups: int = 16, frame_rate: float = 50.0,
-                       min_frames: int = 25) -> torch.Tensor:
-    """Summary statistics of a clip's mel band envelopes, in the manner of McDermott & Simoncelli's sound
-    textures: x [batch, 1, n_mels, frames] ("db" features, [-1, 1]) -> [batch, 5 * n_mels + groups * (groups - 1)
-    / 2 + groups * len(MODULATION_BANDS)]. Per band: the mean level in dB and its spread, and the compressed
-    envelope's coefficient of variation, skewness and (log) kurtosis; between `groups` groups of adjacent bands:
-    the correlations of their envelopes; per group: the share of its envelope's modulation power in each octave of
-    MODULATION_BANDS. Frames within 1 dB of the floor (the silence ESC-50 pads short clips with) are left out,
-    unless fewer than `min_frames` frames are above it: then every frame counts."""
-    db = (x[:, 0].float() - 1.0) * (top_db / 2)  # [-top_db, 0]
-    b, n_mels, frames = db.shape
-    loud = db.amax(1) > 1.0 - top_db  # [batch, frames]
-    w = torch.where(loud.sum(1, keepdim=True) >= min(min_frames, frames), loud, torch.ones_like(loud)).float()
-    n = w.sum(1)[:, None]  # [batch, 1]
-    wm = w[:, None, :]
-
-    def moments(v):  # the weighted mean of v over frames, and v centred on it (zero on the frames left out)
-        mean = (v * wm).sum(-1) / n
-        return mean, (v - mean[..., None]) * wm
-
-    db_mean, db_c = moments(db)
-    env = torch.exp(db * (0.015 * math.log(10.0)))  # amplitude ** 0.3
-    env_mean, c = moments(env)
-    std = ((c ** 2).sum(-1) / n).sqrt() + 1e-6
-    cv = std / (env_mean + 1e-6)
-    skew = (c ** 3).sum(-1) / n / std ** 3
-    kurt = ((c ** 4).sum(-1) / n / std ** 4 + 1e-6).log()
-    spread = ((db_c ** 2).sum(-1) / n).sqrt()
-    # groups of adjacent bands: envelope correlations, and modulation spectra
-    g = env.reshape(b, groups, n_mels // groups, frames).mean(2)
-    _, gc = moments(g)
-    gc = gc / (((gc ** 2).sum(-1, keepdim=True) / n[..., None]).sqrt() + 1e-6)
-    corr = (gc[:, :, None, :] * gc[:, None, :, :]).sum(-1) / n[..., None]
-    upper = torch.triu_indices(groups, groups, 1, device=x.device)
-    power = torch.fft.rfft(gc * torch.hann_window(frames, periodic=False, device=x.device), dim=-1).abs() ** 2
-    freqs = torch.fft.rfftfreq(frames, 1.0 / frame_rate).to(x.device)
-    total = power[..., 1:].sum(-1) + 1e-9
-    mod = torch.stack([power[..., (freqs >= lo) & (freqs < hi)].sum(-1) for lo, hi in MODULATION_BANDS], -1)
-    mod = (mod / total[..., None] + 1e-4).log() / 5
-    return torch.cat([db_mean / top_db, spread / 20, cv, skew, kurt, corr[:, upper[0], upper[1]], mod.flatten(1)], 1)
-
-
 class TextureNet(nn.Module):
-    """A clip as its texture statistics (texture_statistics), through a small MLP: x [batch, 1, n_mels, frames]
+    """A clip as its texture statistics (esccli/texture.py), through a small MLP: x [batch, 1, n_mels, frames]
     -> logits. It sees no time-frequency pattern, only how each band's level is distributed, how bands move
     together and how fast they fluctuate: a view that differs from a CNN's, meant for steady sounds (wind, engines,
-    rain) that the CNNs confuse. `frame_rate` (frames per second) and `top_db` must be those of the features."""
+    rain) that the CNNs confuse. `frame_rate` (frames per second) and `top_db` must be those of the features;
+    `extended` adds the statistics of round 18 to those of round 17 (the default's member has them)."""
 
     def __init__(self, n_mels: int, frames: int, n_classes: int, hidden: int = 512, groups: int = 16,
-                 frame_rate: float = 50.0, top_db: float = 80.0, dropout=(0.2, 0.5)):
+                 frame_rate: float = 50.0, top_db: float = 80.0, dropout=(0.2, 0.5), extended: bool = False):
         super().__init__()
         if groups < 2 or n_mels % groups:
             raise ValueError(f"groups must be at least 2 and divide n_mels ({n_mels}), not {groups}")
-        self.stats = dict(top_db=top_db, groups=groups, frame_rate=frame_rate)
-        dim = 5 * n_mels + groups * (groups - 1) // 2 + groups * len(MODULATION_BANDS)
+        self.stats = dict(top_db=top_db, groups=groups, frame_rate=frame_rate, extended=extended)
+        dim = statistics_count(n_mels, groups, extended)
         self.net = nn.Sequential(nn.BatchNorm1d(dim), nn.Dropout(dropout[0]), nn.Linear(dim, hidden),
                                  nn.ReLU(inplace=True), nn.Dropout(dropout[1]), nn.Linear(hidden, n_classes))
 
+    def front_end(self, x):
+        """What the MLP hears: the clips' statistics. It has no weights, so training on clips as they are (no
+        augmentation) can compute it once per clip (train.train)."""
+        return texture_statistics(x, **self.stats)
+
+    @property
+    def head(self) -> nn.Module:
+        return self.net
+
     def forward(self, x):
-        return self.net(texture_statistics(x, **self.stats))
+        return self.net(self.front_end(x))
 
 
 def log_mean_probability(outputs: list[torch.Tensor]) -> torch.Tensor:
@@ -194,14 +158,26 @@ def log_mean_probability(outputs: list[torch.Tensor]) -> torch.Tensor:
     return probs.clamp_min(1e-12).log()
 
 
+def log_geometric_mean_probability(outputs: list[torch.Tensor]) -> torch.Tensor:
+    """The log of the geometric mean of the outputs' softmax probabilities, renormalised to sum to 1: the
+    log-softmax of their mean log-probability."""
+    return torch.stack([o.float().log_softmax(-1) for o in outputs]).mean(0).log_softmax(-1)
+
+
+ENSEMBLE_MEANS = {"arithmetic": log_mean_probability, "geometric": log_geometric_mean_probability}
+
+
 class Ensemble(nn.Module):
     """`members` networks of the architecture `member` (with `member_args`), or, given `member_list`, one network
     per entry ({"arch": ..., "args": {...}}: members of different architectures); x -> log of the members' mean
-    probability [batch, n_classes]."""
+    probability [batch, n_classes], arithmetic or (`mean="geometric"`) geometric (ENSEMBLE_MEANS)."""
 
     def __init__(self, n_mels: int, frames: int, n_classes: int, member: str = "escnet", members: int = 2,
-                 member_args: dict | None = None, member_list: list | None = None):
+                 member_args: dict | None = None, member_list: list | None = None, mean: str = "arithmetic"):
         super().__init__()
+        if mean not in ENSEMBLE_MEANS:
+            raise ValueError(f"unknown ensemble mean {mean!r}; known: {', '.join(ENSEMBLE_MEANS)}")
+        self.mean = ENSEMBLE_MEANS[mean]
         member_list = member_list or [{"arch": member, "args": member_args or {}}] * members
         if len(member_list) != members:
             raise ValueError(f"an ensemble of {members} members cannot have {len(member_list)} listed")
@@ -214,7 +190,7 @@ class Ensemble(nn.Module):
                                                               **m["args"]) for m in member_list)
 
     def forward(self, x):
-        return log_mean_probability([m(x) for m in self.members])
+        return self.mean([m(x) for m in self.members])
 
 
 class ShiftAverage(nn.Module):
@@ -243,15 +219,18 @@ def without_test_shifts(model: nn.Module) -> nn.Module:
 ARCHITECTURES = {"seed": SeedCNN, "escnet": EscNet, "texture": TextureNet, "ensemble": Ensemble}
 
 
-def ensemble_config(members: list[ModelConfig]) -> ModelConfig:
+def ensemble_config(members: list[ModelConfig], mean: str = "arithmetic") -> ModelConfig:
     """The config of an ensemble of these member networks: `member` and `member_args` when they share one
-    architecture and its arguments, else each one's in `member_list` (and `member` names them all, joined by "+")."""
+    architecture and its arguments, else each one's in `member_list` (and `member` names them all, joined by "+");
+    `mean` only when it is not the arithmetic mean that ensembles made before it existed use."""
     first = members[0]
     if all((m.arch, m.args) == (first.arch, first.args) for m in members):
         args = {"member": first.arch, "members": len(members), "member_args": dict(first.args)}
     else:
         args = {"member": "+".join(m.arch for m in members), "members": len(members),
                 "member_list": [{"arch": m.arch, "args": dict(m.args)} for m in members]}
+    if mean != "arithmetic":
+        args["mean"] = mean
     return ModelConfig("ensemble", first.n_classes, first.n_mels, first.frames, args)
 
 

@@ -58,6 +58,10 @@ class Recipe:
     # members that see differently augmented data disagree more, which is what the average gains from.
     members: int = 1
     member_variants: list = field(default_factory=lambda: [{}])
+    # how the members' outputs are averaged: "arithmetic", their mean probability; "geometric", their mean
+    # log-probability (the geometric mean of their probabilities, renormalised), where one member that finds a
+    # class unlikely counts for more (models.Ensemble). Changes no weights, only how the ensemble scores.
+    ensemble_mean: str = "arithmetic"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -120,7 +124,8 @@ class Recipe:
         if not self.lr > 0:
             out.append(f"lr must be above 0, not {self.lr}: at 0 nothing is learnt")
         out += [f"{k} must be one of {', '.join(known)}, not {getattr(self, k)!r}"
-                for k, known in (("schedule", ("onecycle", "step")), ("optimizer", ("adamw", "adam", "sgd")))
+                for k, known in (("schedule", ("onecycle", "step")), ("optimizer", ("adamw", "adam", "sgd")),
+                                 ("ensemble_mean", ENSEMBLE_MEANS))
                 if getattr(self, k) not in known]
         if not (isinstance(self.test_shifts, list) and self.test_shifts and all(type(b) is int for b in self.test_shifts)):
             out.append(f"test_shifts must be a non-empty list of whole numbers of mel bins, not {self.test_shifts!r}")
@@ -150,16 +155,24 @@ class Recipe:
                     out.append(f"member {k + 1}: {e}")
         return out
 
+    def sees_clips_as_they_are(self) -> bool:
+        """Whether training feeds each clip as it is: no crop, shift, filter, noise, room, roll, mask or mixup
+        (INPUT_FIELDS). A network's fixed front end then gives the same output for a clip in every epoch."""
+        return (not self.crop_frames and self.stretch == 1.0 and not self.freq_shift and not self.eq_db
+                and not self.noise_db and not self.reverb_s and not self.time_roll and not self.freq_masks
+                and not self.time_masks and self.mixup_alpha <= 0)
+
     def with_overrides(self, **kw) -> "Recipe":
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
 
 
 def _as_made(recipe: dict) -> dict:
     """A recipe dict with what does not change the trained weights or the recorded scores left out: how often it
-    was validated, and a single network's member_variants (which it does not use). test_shifts change no weights
-    but do change every recorded score, so they are compared: a stored score is reused only under the same ones."""
+    was validated, and a single network's member_variants and ensemble_mean (which it does not use). test_shifts
+    change no weights but do change every recorded score, so they are compared: a stored score is reused only under
+    the same ones (and so is an ensemble's ensemble_mean)."""
     recipe = {**recipe, "val_every": 1}
-    return {**recipe, "member_variants": [{}]} if recipe.get("members") == 1 else recipe
+    return {**recipe, "member_variants": [{}], "ensemble_mean": "arithmetic"} if recipe.get("members") == 1 else recipe
 
 
 # Fields added to Recipe after models were made without them, with the value that does what esc did before the
@@ -167,15 +180,25 @@ def _as_made(recipe: dict) -> dict:
 # bit for bit by a recipe that states them).
 LATER_FIELDS = {"stretch": 1.0, "freq_shift": 0, "members": 1, "member_variants": [{}], "val_every": 1,
                 "mixup_power": False, "eq_db": 0.0, "ema_decay": 0.0, "test_shifts": [0],
-                "noise_db": 0.0, "reverb_s": 0.0, "early_crop_frames": 0, "early_crop_share": 0.0}
+                "noise_db": 0.0, "reverb_s": 0.0, "early_crop_frames": 0, "early_crop_share": 0.0,
+                "ensemble_mean": "arithmetic"}
+ENSEMBLE_MEANS = ("arithmetic", "geometric")
+# the fields that change what a training batch's clips look like (Recipe.sees_clips_as_they_are); the others
+# change how they are learnt from or scored. tests/test_texture.py lists those others, so that a field added to
+# Recipe fails it until it is put on one side or the other.
+INPUT_FIELDS = ("crop_frames", "crop_energy", "early_crop_frames", "early_crop_share", "stretch", "freq_shift",
+                "eq_db", "noise_db", "reverb_s", "time_roll", "freq_masks", "freq_mask_width", "time_masks",
+                "time_mask_width", "mixup_alpha", "mixup_power")
 
 # the augmentations that read the features as dB (they work on power): features scaled otherwise are refused
 READS_DB = ("mixup_power", "eq_db", "noise_db", "reverb_s")
-NOT_IN_VARIANTS = {"features", "members", "member_variants", "val_every", "test_shifts"}
+NOT_IN_VARIANTS = {"features", "members", "member_variants", "val_every", "test_shifts", "ensemble_mean"}
 PITCH_TEMPO = {"freq_shift": 4, "stretch": 1.25}  # the second member's augmentation (docs/ablation.md, round 3)
 # a member that sees each whole clip as its texture statistics (models.TextureNet): a small MLP, trained for many
-# short epochs without crops, masks, mixup or filters (docs/ablation.md, round 17)
-TEXTURE = {"arch": "texture", "epochs": 300, "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-2, "crop_frames": 0,
+# short epochs without crops, masks, mixup or filters (docs/ablation.md, round 17), on the extended statistics
+# since round 18 (esccli/texture.py)
+TEXTURE = {"arch": "texture", "arch_args": {"extended": True}, "epochs": 300, "batch_size": 64, "lr": 1e-3,
+           "weight_decay": 1e-2, "crop_frames": 0,
            "crop_energy": False, "mixup_alpha": 0.0, "freq_masks": 0, "time_masks": 0, "eq_db": 0.0,
            "channels_last": False}
 EQ_DB = 6.0  # random filters of up to +-6 dB across the mel axis: +4.10 points for the fast preset (round 5)
@@ -207,7 +230,8 @@ RECIPES = {
     # in time (up to 1.25x). Their stems normalise after the pooling (DEFAULT_ARCH) since round 13. The third, since
     # round 17, hears whole clips as texture statistics (TEXTURE): 85.00 % over five folds, +1.55 points, in 18.6 min
     # per fold rather than 16.6 (fp32, AVX-512 CPU without bf16; README).
-    "default": Recipe(arch_args=DEFAULT_ARCH, members=3, member_variants=[{}, PITCH_TEMPO, TEXTURE], eq_db=EQ_DB),
+    "default": Recipe(arch_args=DEFAULT_ARCH, members=3, member_variants=[{}, PITCH_TEMPO, TEXTURE], eq_db=EQ_DB,
+                      ensemble_mean="geometric"),
     # one network on all the cores, fewer epochs, its first stage as narrow as its stem (FAST_CHANNELS); crops
     # through random filters. It predicts as the mean over five copies of the input moved along the mel axis, and
     # scores the held-out fold halfway and at the end rather than every 10 epochs, as each scoring costs five.

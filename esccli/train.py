@@ -222,6 +222,16 @@ def augment_batch(x: torch.Tensor, recipe: Recipe, g: torch.Generator, params: F
 
 
 @torch.no_grad()
+def front_end_outputs(model: torch.nn.Module, x: torch.Tensor, device: str) -> torch.Tensor | None:
+    """What the fixed front end of `model` (a `front_end` method with no weights, followed by its `head`) makes of
+    each clip of x [n, 1, n_mels, frames], in float32 on `device`; None for a network without one."""
+    if not hasattr(model, "front_end"):
+        return None
+    return torch.cat([model.front_end(x[i:i + EVAL_BATCH].to(device, torch.float32))
+                      for i in range(0, x.shape[0], EVAL_BATCH)])
+
+
+@torch.no_grad()
 def predict_logits(model: torch.nn.Module, x: torch.Tensor, device: str, channels_last: bool = False,
                    batch: int = EVAL_BATCH) -> torch.Tensor:
     """Logits for whole clips, [n, 1, n_mels, frames] -> [n, classes], in eval mode, `batch` clips at a time."""
@@ -329,6 +339,10 @@ def train(
     elif resume:
         raise EscError(f"nothing to resume: no {resume_path.name} in {path.parent}")
 
+    # a network with a fixed front end (TextureNet's statistics) trained on clips as they are: what its front end
+    # makes of each clip is computed once here, not in each epoch, and the steps train what follows it
+    cached = front_end_outputs(model, x_all, device) if recipe.sees_clips_as_they_are() else None
+    stepped = model.head if cached is not None else model
     steps = max(1, len(train_idx) // recipe.batch_size)  # the last partial batch is dropped
     try:
         for epoch in range(start, recipe.epochs):
@@ -342,17 +356,20 @@ def train(
             for step in range(steps):
                 td = time.perf_counter()
                 idx = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
-                xb = augment_batch(x_all[idx].float(), this_epoch, g, fs.params)
+                if cached is not None:
+                    xb = cached[idx]
+                else:
+                    xb = augment_batch(x_all[idx].float(), this_epoch, g, fs.params)
                 xb, ya, yb, lam = augment.mixup(xb, y_all[idx], recipe.mixup_alpha, g, mix_db)
                 xb, ya, yb = xb.to(device), ya.to(device), yb.to(device)
-                if recipe.channels_last:
+                if recipe.channels_last and cached is None:
                     xb = xb.contiguous(memory_format=torch.channels_last)
                 lr = lr_at(recipe, epoch, step, steps)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 data_time += time.perf_counter() - td
                 with autocast(device, precision):
-                    logits = model(xb).float()
+                    logits = stepped(xb).float()
                 loss = lam * F.cross_entropy(logits, ya, label_smoothing=recipe.label_smoothing)
                 if lam < 1.0:
                     loss = loss + (1 - lam) * F.cross_entropy(logits, yb, label_smoothing=recipe.label_smoothing)

@@ -72,6 +72,30 @@ def test_an_ensemble_with_test_shifts_is_the_same_networks_scored_on_shifted_cop
     assert shifted.meta["train"]["metrics"]["val_acc"] == pytest.approx(evaluate(lm, synth_features, fold=5).accuracy)
 
 
+def test_a_geometric_ensemble_is_the_same_networks_scored_by_their_mean_log_probability(pair, synth_features,
+                                                                                     tmp_path):
+    recipe, ens, _ = pair
+    geo = recipe.with_overrides(ensemble_mean="geometric")
+    assert geo.member(0).to_dict() == recipe.member(0).to_dict() | {"ensemble_mean": "geometric"}
+    trained = train(synth_features, geo, tmp_path / "g.pt", fold=5, seed=7)
+    assert states_equal(checkpoint.read(ens.path)["state_dict"], checkpoint.read(trained.path)["state_dict"])
+    assert trained.meta["model"]["args"]["mean"] == "geometric" and "mean" not in ens.meta["model"]["args"]
+    lm = checkpoint.load(trained.path)
+    x = torch.from_numpy(synth_features.features[:20]).float().unsqueeze(1)
+    with torch.no_grad():
+        logp = torch.stack([m(x).log_softmax(-1) for m in lm.model.members]).mean(0)
+        assert torch.allclose(lm.model(x), logp.log_softmax(-1), atol=1e-5)
+        assert torch.allclose(lm.model(x).exp().sum(-1), torch.ones(20), atol=1e-5)
+    assert trained.meta["train"]["metrics"]["val_acc"] == pytest.approx(evaluate(lm, synth_features, fold=5).accuracy)
+    # a stored score is the ensemble's, so the mean is part of what made it; a member does not use it
+    assert geo.made(trained.meta["train"], 5, 7, "fp32") and not recipe.made(trained.meta["train"], 5, 7, "fp32")
+    assert recipe.member(0).made(checkpoint.read(ens.path)["train"] | {"recipe": geo.member(0).to_dict()}, 5, 7,
+                                 "fp32")
+    assert "ensemble_mean must be one of" in " ".join(recipe.with_overrides(ensemble_mean="median").problems())
+    with pytest.raises(ValueError, match="unknown ensemble mean"):
+        Ensemble(8, 20, 50, mean="median")
+
+
 def test_member_variants_train_differently_augmented_members(synth_features, tmp_path):
     recipe = tiny_recipe(epochs=2, members=3, member_variants=[{}, {"freq_shift": 2}])
     assert [(recipe.member(k).freq_shift, recipe.member_seed(5, k)) for k in range(3)] == [(0, 5), (2, 5), (0, 6)]
@@ -83,7 +107,7 @@ def test_member_variants_train_differently_augmented_members(synth_features, tmp
     assert [m["variant"] for m in ens.meta["train"]["members"]] == [{}, {"freq_shift": 2}, {}]
     with pytest.raises(ValueError, match="unknown recipe field"):
         tiny_recipe(members=2, member_variants=[{}, {"no_such_field": 1}]).member(1)
-    for field in ("members", "features", "test_shifts"):
+    for field in ("members", "features", "test_shifts", "ensemble_mean"):
         with pytest.raises(ValueError, match=f"cannot set {field}"):
             tiny_recipe(members=2, member_variants=[{}, {field: 3}]).member(1)
     with pytest.raises(ValueError, match="cannot make a member an ensemble"):
@@ -97,9 +121,11 @@ def test_members_of_different_architectures(synth_features, tmp_path, esc_home):
     from esccli.train import check_recipe
 
     recipe = tiny_recipe(epochs=2, members=2, member_variants=[{}, {**TEXTURE, "epochs": 3}])
-    texture = recipe.member(1)  # a variant that names another network does not take the recipe's arch_args
-    assert (texture.arch, texture.arch_args, texture.epochs, recipe.member_archs()) == ("texture", {}, 3,
-                                                                                         "escnet+texture")
+    texture = recipe.member(1)
+    assert (texture.arch, texture.arch_args, texture.epochs, recipe.member_archs()) == (
+        "texture", {"extended": True}, 3, "escnet+texture")
+    # a variant that names another network, without arguments of its own, does not take the recipe's arch_args
+    assert recipe.with_overrides(member_variants=[{}, {"arch": "texture"}]).member(1).arch_args == {}
     # the default's texture member keeps its own schedule when the recipe's is overridden (esc train --epochs, --lr)
     shorter = get_recipe("default").with_overrides(epochs=5, lr=0.1)
     assert [(shorter.member(k).epochs, shorter.member(k).lr) for k in range(3)] == [(5, 0.1), (5, 0.1),
@@ -112,7 +138,8 @@ def test_members_of_different_architectures(synth_features, tmp_path, esc_home):
     p = synth_features.params  # the texture network is told the features' frame rate and dB range
     assert ens.meta["model"]["args"]["member_list"] == [
         {"arch": "escnet", "args": recipe.arch_args},
-        {"arch": "texture", "args": {"frame_rate": p.sample_rate / p.hop_length, "top_db": p.top_db}}]
+        {"arch": "texture", "args": {"frame_rate": p.sample_rate / p.hop_length, "top_db": p.top_db,
+                                     "extended": True}}]
     lm = checkpoint.load(ens.path)
     assert isinstance(lm.model.members[1], TextureNet)
     assert ens.meta["train"]["metrics"]["val_acc"] == pytest.approx(evaluate(lm, synth_features, fold=5).accuracy)

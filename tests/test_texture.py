@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from esccli.models import MODULATION_BANDS, TextureNet, texture_statistics
+from esccli.models import TextureNet
+from esccli.texture import MODULATION_BANDS, statistics_count, texture_statistics
 
 N_MELS, FRAMES, GROUPS = 32, 250, 16
 
@@ -71,3 +72,98 @@ def test_texture_net_scores_clips_of_any_length_and_checks_its_groups():
         assert net(as_features(noisy(frames, 2).expand(3, -1, -1))).shape == (3, 50)
     with pytest.raises(ValueError, match="divide n_mels"):
         TextureNet(30, FRAMES, 50)
+
+
+EXTENDED = [("flux", N_MELS), ("levels", GROUPS * 3), ("acf", 14), ("dcorr", GROUPS * (GROUPS - 1) // 2),
+            ("shape", 4)]
+
+
+def split_extended(stats: torch.Tensor) -> dict:
+    basic = 5 * N_MELS + GROUPS * (GROUPS - 1) // 2 + GROUPS * len(MODULATION_BANDS)
+    out, i = {}, basic
+    for name, n in EXTENDED:
+        out[name] = stats[:, i:i + n]
+        i += n
+    assert i == stats.shape[1] == statistics_count(N_MELS, GROUPS, extended=True)
+    return out
+
+
+def test_extended_statistics_add_to_the_basic_ones_and_ignore_padding_too():
+    clip = noisy(150, 3)
+    padded = torch.cat([clip, torch.full((1, N_MELS, 100), -80.0)], dim=2)
+    basic = texture_statistics(as_features(clip))
+    a, b = texture_statistics(as_features(clip), extended=True), texture_statistics(as_features(padded), extended=True)
+    n = basic.shape[1]
+    assert torch.equal(a[:, :n], basic)  # the round-17 statistics are unchanged
+    assert torch.allclose(a[:, n:], b[:, n:], atol=1e-4)  # (their modulation shares are not: see above)
+    assert torch.isfinite(texture_statistics(as_features(torch.full((2, N_MELS, 30), -80.0)), extended=True)).all()
+
+
+def test_level_percentiles_are_those_of_the_loud_frames():
+    db = torch.full((1, N_MELS, FRAMES), -80.0)
+    levels = -60.0 + 50.0 * torch.rand(N_MELS // GROUPS, 101, generator=torch.Generator().manual_seed(4))
+    db[0, :, :101] = levels.repeat(GROUPS, 1)  # every group has the same 4 bands; the rest is silence
+    got = split_extended(texture_statistics(as_features(db), extended=True))["levels"].reshape(GROUPS, 3) * 80
+    want = torch.quantile(levels.mean(0), torch.tensor([0.1, 0.5, 0.9]))
+    assert torch.allclose(got, want.expand(GROUPS, 3), atol=1e-3)
+
+
+def test_envelope_autocorrelation_peaks_at_the_period_and_flux_grows_with_change():
+    t = torch.arange(FRAMES, dtype=torch.float32)
+    ticks = torch.where(t % 16 < 2, -10.0, -50.0).expand(1, N_MELS, FRAMES)  # a tick every 16 frames (0.32 s)
+    s = split_extended(texture_statistics(as_features(ticks), extended=True))
+    acf = s["acf"][0]  # lags of 1, 2, 3, 4, 6, 8, 11, 16, ... frames
+    assert int(acf[4:9].argmax()) + 4 == 7 and float(acf[7]) > 0.9 and float(acf[5]) < 0  # 16 frames, not 8
+    steady = split_extended(texture_statistics(as_features(noisy(FRAMES, 5) * 0.2 - 24.0), extended=True))
+    # 40 dB steps: 15 up (the first tick starts the clip) and 16 down, over FRAMES - 1 steps
+    assert float(s["flux"].mean()) * 10 == pytest.approx(40.0 * 31 / (FRAMES - 1), rel=1e-4)
+    assert float(steady["flux"].mean()) < float(s["flux"].mean())
+
+
+def test_statistics_computed_once_train_the_same_network_as_computed_in_each_step(synth_features, tmp_path,
+                                                                                   monkeypatch):
+    from conftest import tiny_recipe
+
+    from esccli import checkpoint
+    from esccli.recipes import TEXTURE, Recipe
+    from esccli.train import train
+
+    recipe = tiny_recipe(**{**TEXTURE, "epochs": 3, "batch_size": 8})
+    assert recipe.members == 1 and recipe.sees_clips_as_they_are()
+    calls = []
+    front_end = TextureNet.front_end
+    monkeypatch.setattr(TextureNet, "front_end", lambda self, x: calls.append(len(x)) or front_end(self, x))
+    once = train(synth_features, recipe, tmp_path / "once.pt", fold=5, seed=2)
+    cached_calls, calls[:] = list(calls), []
+    monkeypatch.setattr(Recipe, "sees_clips_as_they_are", lambda self: False)
+    each = train(synth_features, recipe, tmp_path / "each.pt", fold=5, seed=2)
+    assert 8 not in cached_calls and calls.count(8) == 3 * (len(synth_features.targets) * 4 // 5 // 8)
+    a, b = checkpoint.read(once.path)["state_dict"], checkpoint.read(each.path)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+    assert once.meta["train"]["metrics"]["val_acc"] == each.meta["train"]["metrics"]["val_acc"]
+
+
+# the Recipe fields that do not change what a training batch's clips look like (recipes.INPUT_FIELDS lists those
+# that do): a field added to Recipe fails the test below until it is put on one side
+LEARNING_FIELDS = {"arch", "arch_args", "features", "epochs", "batch_size", "optimizer", "lr", "weight_decay",
+                   "schedule", "warmup_epochs", "step_every", "step_gamma", "label_smoothing", "ema_decay",
+                   "test_shifts", "channels_last", "allow_bf16", "val_every", "members", "member_variants",
+                   "ensemble_mean"}
+
+
+def test_every_recipe_field_changes_the_clips_or_not_and_each_augmentation_is_seen():
+    import dataclasses
+
+    from esccli.recipes import INPUT_FIELDS, Recipe
+
+    fields = {f.name for f in dataclasses.fields(Recipe)}
+    assert fields == set(INPUT_FIELDS) | LEARNING_FIELDS and not set(INPUT_FIELDS) & LEARNING_FIELDS
+    plain = Recipe(crop_frames=0, freq_masks=0, time_masks=0, mixup_alpha=0.0)
+    assert plain.sees_clips_as_they_are()
+    for change in ({"crop_frames": 50}, {"stretch": 1.2}, {"freq_shift": 1}, {"eq_db": 3.0}, {"noise_db": 3.0},
+                   {"reverb_s": 0.3}, {"time_roll": True}, {"freq_masks": 1}, {"time_masks": 1},
+                   {"mixup_alpha": 0.2}):
+        assert not dataclasses.replace(plain, **change).sees_clips_as_they_are(), change
+    # the others act only with one of those on (Recipe.problems says so for each)
+    for change in ({"stretch": 1.2}, {"early_crop_frames": 20, "early_crop_share": 0.5}, {"mixup_power": True}):
+        assert dataclasses.replace(plain, **change).problems(), change

@@ -99,7 +99,8 @@ def train(
     from esccli.cli.featurize import build_features
 
     fs = build_features(PRESETS[recipe.features])
-    common.dim_line(f"recipe {preset}: {common.arch_label(recipe.member_archs(), recipe.members)}, {recipe.epochs} epochs, batch {recipe.batch_size}, lr {recipe.lr:g}, "
+    mean = f" ({recipe.ensemble_mean} mean)" if recipe.members > 1 and recipe.ensemble_mean != "arithmetic" else ""
+    common.dim_line(f"recipe {preset}: {common.arch_label(recipe.member_archs(), recipe.members)}{mean}, {recipe.epochs} epochs, batch {recipe.batch_size}, lr {recipe.lr:g}, "
                     f"device {dev} ({precision})" + ("" if cv else f", {'all folds' if held_out is None else f'fold {held_out} held out'}"))
     for k in range(recipe.members):  # members with settings of their own (the default's texture network)
         m = recipe.member(k)
