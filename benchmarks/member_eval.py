@@ -3,10 +3,11 @@
     python benchmarks/member_eval.py /tmp/esc-bench/models/bench-default-fold{1,2,3,4,5}.pt --average 1 2
 
 Feeds each model its held-out fold of the shared 16 kHz ESC-50 copy (see common.py) and prints, per model, each
-member's accuracy alone, the accuracy of the members given to --average (1-based; their mean probability, as the
-ensemble predicts), and the whole ensemble's; then the means over the models. Round 17 used it to separate what
-the default's texture network adds from what its two CNNs score by themselves in the same run. Members are scored
-without the test-time shifts a recipe may put around the ensemble.
+member's accuracy alone, the accuracy of the members given to --average (1-based; averaged as the ensemble
+averages them, or as --mean says), and the whole ensemble's; then the means over the models. Round 17 used it to
+separate what the default's texture network adds from what its two CNNs score by themselves in the same run, and
+round 18 to score stored ensembles with the other mean (`--mean geometric`). Members are scored without the
+test-time shifts a recipe may put around the ensemble.
 """
 
 import argparse
@@ -14,16 +15,17 @@ import argparse
 import torch
 from common import fold_model, held_out
 
-from esccli.models import log_mean_probability, without_test_shifts
+from esccli.models import ENSEMBLE_MEANS, log_mean_probability, without_test_shifts
 
 
-def member_accuracies(ensemble, x, y, average: list[int]) -> tuple[list[float], float, float]:
-    """Each member's accuracy alone, that of the `average` members (1-based) averaged, and that of all of them."""
+def member_accuracies(ensemble, x, y, average: list[int], mean=log_mean_probability) -> tuple[list[float], float,
+                                                                                             float]:
+    """Each member's accuracy alone, that of the `average` members (1-based) averaged by `mean` (a function of
+    the members' outputs: models.ENSEMBLE_MEANS), and that of all of them averaged alike."""
     with torch.no_grad():
         outs = [m.eval()(x) for m in ensemble.members]
     acc = lambda logits: float((logits.argmax(1) == y).float().mean())  # noqa: E731
-    return [acc(o) for o in outs], acc(log_mean_probability([outs[k - 1] for k in average])), acc(
-        log_mean_probability(outs))
+    return [acc(o) for o in outs], acc(mean([outs[k - 1] for k in average])), acc(mean(outs))
 
 
 def main() -> None:
@@ -31,6 +33,8 @@ def main() -> None:
     ap.add_argument("models", nargs="+")
     ap.add_argument("--average", type=int, nargs="+", default=[1, 2], metavar="K",
                     help="the members (1-based) to average [default: 1 2]")
+    ap.add_argument("--mean", choices=list(ENSEMBLE_MEANS),
+                    help="how to average members [default: as each ensemble does (its recipe's ensemble_mean)]")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -42,7 +46,8 @@ def main() -> None:
             raise SystemExit(f"{path} is not an ensemble: it has no members to score apart")
         if not all(1 <= k <= len(net.members) for k in args.average):
             raise SystemExit(f"{path} has {len(net.members)} members: --average takes 1 … {len(net.members)}")
-        alone, some, whole = member_accuracies(net, *held_out(lm, fold), args.average)
+        mean = ENSEMBLE_MEANS[args.mean] if args.mean else net.mean
+        alone, some, whole = member_accuracies(net, *held_out(lm, fold), args.average, mean)
         rows.append((alone, some, whole))
         print(f"{path}: fold {fold}: members alone " + ", ".join(f"{a:.2%}" for a in alone)
               + f"; members {' + '.join(map(str, args.average))} averaged {some:.2%}; all {whole:.2%}")

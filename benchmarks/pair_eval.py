@@ -3,8 +3,8 @@
     python benchmarks/pair_eval.py /tmp/esc-bench/models/bench-default-fold1.pt /tmp/esc-bench/ablation/R3a.pt
 
 Feeds each model its held-out fold of the shared 16 kHz ESC-50 copy (see common.py) and prints each model's
-accuracy, how often each pair agrees, and the accuracy of their mean probability (what an `ensemble` model
-predicts, esccli/models.py), then how many clips every model misses and how many at least one gets right (the
+accuracy, how often each pair agrees, and the accuracy of their mean probability (what an `ensemble` model with
+the arithmetic mean predicts, esccli/models.py), then how many clips every model misses and how many at least one gets right (the
 most that choosing, clip by clip, one of these models' answers could score). Each model is scored as it predicts:
 with its recipe's test_shifts, if any. With --classes, the clips every model misses are also counted by their
 class, each with the (wrong) classes the models answered for them, most often first.

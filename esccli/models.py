@@ -140,9 +140,10 @@ class TextureNet(nn.Module):
                                  nn.ReLU(inplace=True), nn.Dropout(dropout[1]), nn.Linear(hidden, n_classes))
 
     def front_end(self, x):
-        """What the MLP hears: the clips' statistics. It has no weights, so training on clips as they are (no
-        augmentation) can compute it once per clip (train.train)."""
-        return texture_statistics(x, **self.stats)
+        """What the MLP hears: the clips' statistics, in float32 whatever the autocast around it. It has no weights,
+        so training on clips as they are (no augmentation) can compute it once per clip (train.train)."""
+        with torch.autocast(x.device.type, enabled=False):
+            return texture_statistics(x, **self.stats)
 
     @property
     def head(self) -> nn.Module:

@@ -53,7 +53,7 @@ class Recipe:
     # training (the weights are the same for any value); a validation costs ~0.44 of a training epoch on a CPU
     # (whole clips, fp32), so validating every epoch took 30 % of the time (benchmarks/epoch_cost.py).
     val_every: int = 10
-    # An ensemble: `members` networks trained apart, whose mean probability is the prediction. Member k (0-based)
+    # An ensemble: `members` networks trained apart, whose mean probability (ensemble_mean) is the prediction. Member k (0-based)
     # is this recipe with member_variants[k % len(member_variants)] applied, seeded seed + k // len(member_variants):
     # members that see differently augmented data disagree more, which is what the average gains from.
     members: int = 1
@@ -70,8 +70,8 @@ class Recipe:
         """Whether a model's `train` metadata says this recipe made it, with this held-out fold, seed and precision
         (models from before the precision was recorded were trained in fp32; a recipe recorded before one of the
         LATER_FIELDS existed was trained as that field's value there says; how often it was validated, and a
-        single network's member_variants, which it does not use, are not compared; its test_shifts are, as they
-        decide its recorded scores)."""
+        single network's member_variants and ensemble_mean, which it does not use, are not compared; its
+        test_shifts are, as they decide its recorded scores)."""
         recorded = train_meta.get("recipe")
         return (isinstance(recorded, dict) and _as_made({**LATER_FIELDS, **recorded}) == _as_made(self.to_dict())
                 and train_meta.get("fold") == fold and train_meta.get("seed") == seed
@@ -198,9 +198,8 @@ PITCH_TEMPO = {"freq_shift": 4, "stretch": 1.25}  # the second member's augmenta
 # short epochs without crops, masks, mixup or filters (docs/ablation.md, round 17), on the extended statistics
 # since round 18 (esccli/texture.py)
 TEXTURE = {"arch": "texture", "arch_args": {"extended": True}, "epochs": 300, "batch_size": 64, "lr": 1e-3,
-           "weight_decay": 1e-2, "crop_frames": 0,
-           "crop_energy": False, "mixup_alpha": 0.0, "freq_masks": 0, "time_masks": 0, "eq_db": 0.0,
-           "channels_last": False}
+           "weight_decay": 1e-2, "crop_frames": 0, "crop_energy": False, "mixup_alpha": 0.0, "freq_masks": 0,
+           "time_masks": 0, "eq_db": 0.0, "channels_last": False}
 EQ_DB = 6.0  # random filters of up to +-6 dB across the mel axis: +4.10 points for the fast preset (round 5)
 # the fast network scored and predicting on its input moved by -2..2 mel bins, averaged: +1.05 points (round 6)
 TEST_SHIFTS = [-2, -1, 0, 1, 2]
@@ -228,8 +227,10 @@ RECIPES = {
     # three networks trained apart, side by side on a 2-core CPU (one thread each), averaged. Two escnets on crops
     # through random filters; the second learns from clips also shifted in pitch (up to 4 mel bins) and stretched
     # in time (up to 1.25x). Their stems normalise after the pooling (DEFAULT_ARCH) since round 13. The third, since
-    # round 17, hears whole clips as texture statistics (TEXTURE): 85.00 % over five folds, +1.55 points, in 18.6 min
-    # per fold rather than 16.6 (fp32, AVX-512 CPU without bf16; README).
+    # round 17, hears whole clips as texture statistics (TEXTURE; round 17: 85.00 % over five folds, +1.55 points, in
+    # 18.6 min per fold). Since round 18 it hears 250 more statistics, computed once per clip, and the three are
+    # averaged geometrically: 86.10 % over five folds, +1.10, in 17.0 min per fold (fp32, AVX-512 CPU without bf16;
+    # README).
     "default": Recipe(arch_args=DEFAULT_ARCH, members=3, member_variants=[{}, PITCH_TEMPO, TEXTURE], eq_db=EQ_DB,
                       ensemble_mean="geometric"),
     # one network on all the cores, fewer epochs, its first stage as narrow as its stem (FAST_CHANNELS); crops

@@ -41,7 +41,7 @@ def texture_statistics(x: torch.Tensor, top_db: float = 80.0, groups: int = 16, 
     db = (x[:, 0].float() - 1.0) * (top_db / 2)  # [-top_db, 0]
     b, n_mels, frames = db.shape
     loud = db.amax(1) > 1.0 - top_db  # [batch, frames]
-    w = torch.where(loud.sum(1, keepdim=True) >= min(min_frames, frames), loud, torch.ones_like(loud)).float()
+    w = torch.where(loud.sum(1, keepdim=True) >= max(1, min(min_frames, frames)), loud, torch.ones_like(loud)).float()
     n = w.sum(1)[:, None]  # [batch, 1]
     wm = w[:, None, :]
 
@@ -101,7 +101,7 @@ def weighted_percentiles(v: torch.Tensor, w: torch.Tensor, qs) -> torch.Tensor:
     """The percentiles `qs` (in [0, 1]) of v [batch, k, frames] over the frames where w [batch, frames] is 1,
     interpolated linearly between ranks as torch.quantile does -> [batch, k, len(qs)]. Sorting rather than
     torch.nanquantile keeps it on devices without the latter."""
-    kept = w.sum(1)  # [batch]
+    kept = w.sum(1).clamp_min(1)  # [batch]
     ordered = torch.where(w[:, None, :] > 0, v, torch.full_like(v, float("inf"))).sort(-1).values
     out = []
     for q in qs:

@@ -29,7 +29,8 @@ def synth_archive(tmp_path_factory, synth_dataset) -> Path:
 # Small features (1 s clips, 32 mels) and a tiny network keep training in tests to seconds.
 TEST_PARAMS = dict(clip_seconds=1.0, n_mels=32)
 TINY_RECIPE = dict(arch_args={"stem": 8, "channels": [16, 32], "head": "flatten"}, epochs=10, batch_size=16, lr=3e-3, warmup_epochs=1,
-                   mixup_alpha=0.0, crop_frames=0, freq_masks=0, time_masks=0, label_smoothing=0.0, members=1)
+                   mixup_alpha=0.0, crop_frames=0, freq_masks=0, time_masks=0, label_smoothing=0.0, members=1,
+                   ensemble_mean="arithmetic")
 
 
 def tiny_recipe(**kw):

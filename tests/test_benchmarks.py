@@ -179,3 +179,15 @@ def test_member_eval_scores_members_alone_some_averaged_and_all():
     # for class 1, right; clip 2 (0.12 + 0.62) / 2 for class 1, wrong. With member 3, all right.
     assert some == pytest.approx(2 / 3)
     assert whole == pytest.approx(1.0)
+    # one clip of class 1 that member 1 finds likely of class 0 and member 2 of class 2, each ruling out the
+    # other's: their mean probability picks class 0 (0.45), their geometric mean class 1
+    from esccli.models import log_geometric_mean_probability
+
+    torn = nn.Module()
+    torn.members = nn.ModuleList([Fixed([[0.9, 0.1, 1e-4]]),
+                                  Fixed([[1e-4, 0.4, 0.6]])])
+    for m in torn.members:
+        m.logits = m.logits.log()
+    y = torch.tensor([1])
+    assert member_accuracies(torn, None, y, [1, 2])[1:] == (0.0, 0.0)
+    assert member_accuracies(torn, None, y, [1, 2], log_geometric_mean_probability)[1:] == (1.0, 1.0)

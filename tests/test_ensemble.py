@@ -92,6 +92,9 @@ def test_a_geometric_ensemble_is_the_same_networks_scored_by_their_mean_log_prob
     assert recipe.member(0).made(checkpoint.read(ens.path)["train"] | {"recipe": geo.member(0).to_dict()}, 5, 7,
                                  "fp32")
     assert "ensemble_mean must be one of" in " ".join(recipe.with_overrides(ensemble_mean="median").problems())
+    from esccli import models, recipes  # recipes.py names the means without importing torch
+
+    assert set(models.ENSEMBLE_MEANS) == set(recipes.ENSEMBLE_MEANS)
     with pytest.raises(ValueError, match="unknown ensemble mean"):
         Ensemble(8, 20, 50, mean="median")
 

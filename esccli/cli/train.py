@@ -36,7 +36,7 @@ def train(
     device: common.Device = typer.Option(common.Device.auto, "--device", help="Where the networks train."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 where the hardware computes it natively, else fp32), fp32 or bf16."),
     name: Optional[str] = typer.Option(None, "--name", help="Model name in the store [default: <recipe>-fold<k>, <recipe>-cv, <recipe>-all]."),
-    members: Optional[int] = typer.Option(None, "--members", min=1, max=16, help="Networks trained apart whose mean probability is the prediction; 1 = a single network [default: the recipe's: 2 for default, 1 for fast]."),
+    members: Optional[int] = typer.Option(None, "--members", min=1, max=16, help="Networks trained apart whose averaged probabilities are the prediction; 1 = a single network [default: the recipe's: 3 for default, 1 for fast]."),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, max=16, help="Parallel training processes: folds with --cv, else an ensemble's members [default: 1 with --cv, else one per member up to twice the CPU cores]."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads per training process [default: the cores / --jobs]."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run with the same settings."),
