@@ -6,8 +6,8 @@ the final model (`.<name>.member<k>.pt`, with its own resume file), so an interr
 `resume=True` keeps the members that are done and resumes the one that was cut off. With jobs > 1 (CPU only)
 members train side by side in processes, each with its share of the cores.
 The combined model is an `ensemble` network (esccli/models.py) that predicts the members' mean probability
-(arithmetic or geometric, as the recipe's `ensemble_mean` says); it
-is scored on the held-out fold like any model, and the member files are removed once it is saved.
+(arithmetic or geometric, as the recipe's `ensemble_mean` says); it is scored on the held-out fold like any
+model, and the member files are removed once it is saved.
 """
 
 import os

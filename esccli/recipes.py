@@ -53,9 +53,10 @@ class Recipe:
     # training (the weights are the same for any value); a validation costs ~0.44 of a training epoch on a CPU
     # (whole clips, fp32), so validating every epoch took 30 % of the time (benchmarks/epoch_cost.py).
     val_every: int = 10
-    # An ensemble: `members` networks trained apart, whose mean probability (ensemble_mean) is the prediction. Member k (0-based)
-    # is this recipe with member_variants[k % len(member_variants)] applied, seeded seed + k // len(member_variants):
-    # members that see differently augmented data disagree more, which is what the average gains from.
+    # An ensemble: `members` networks trained apart, whose mean probability (ensemble_mean) is the prediction.
+    # Member k (0-based) is this recipe with member_variants[k % len(member_variants)] applied, seeded
+    # seed + k // len(member_variants): members that see differently augmented data disagree more, which is what
+    # the average gains from.
     members: int = 1
     member_variants: list = field(default_factory=lambda: [{}])
     # how the members' outputs are averaged: "arithmetic", their mean probability; "geometric", their mean
