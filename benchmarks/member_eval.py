@@ -7,7 +7,10 @@ member's accuracy alone, the accuracy of the members given to --average (1-based
 averages them, or as --mean says), and the whole ensemble's; then the means over the models. Round 17 used it to
 separate what the default's texture network adds from what its two CNNs score by themselves in the same run, and
 round 18 to score stored ensembles with the other mean (`--mean geometric`). Members are scored without the
-test-time shifts a recipe may put around the ensemble.
+test-time shifts a recipe may put around the ensemble, unless --member-shifts: then each member is scored on its
+own over copies moved by the recipe's test shifts (models.ShiftAverage around each member, not around their mean;
+round 19, the fast preset's CNN and texture network). The last figure of each line, "as trained", is the
+ensemble's own recorded score (its shifts, if any, around the mean).
 """
 
 import argparse
@@ -15,15 +18,16 @@ import argparse
 import torch
 from common import fold_model, held_out
 
-from esccli.models import ENSEMBLE_MEANS, log_mean_probability, without_test_shifts
+from esccli.models import ENSEMBLE_MEANS, log_mean_probability, with_test_shifts, without_test_shifts
 
 
-def member_accuracies(ensemble, x, y, average: list[int], mean=log_mean_probability) -> tuple[list[float], float,
-                                                                                             float]:
+def member_accuracies(ensemble, x, y, average: list[int], mean=log_mean_probability,
+                      shifts=(0,)) -> tuple[list[float], float, float]:
     """Each member's accuracy alone, that of the `average` members (1-based) averaged by `mean` (a function of
-    the members' outputs: models.ENSEMBLE_MEANS), and that of all of them averaged alike."""
+    the members' outputs: models.ENSEMBLE_MEANS), and that of all of them averaged alike; each member scored over
+    copies of x moved by `shifts` mel bins (models.with_test_shifts)."""
     with torch.no_grad():
-        outs = [m.eval()(x) for m in ensemble.members]
+        outs = [with_test_shifts(m.eval(), shifts)(x) for m in ensemble.members]
     acc = lambda logits: float((logits.argmax(1) == y).float().mean())  # noqa: E731
     return [acc(o) for o in outs], acc(mean([outs[k - 1] for k in average])), acc(mean(outs))
 
@@ -35,6 +39,8 @@ def main() -> None:
                     help="the members (1-based) to average [default: 1 2]")
     ap.add_argument("--mean", choices=list(ENSEMBLE_MEANS),
                     help="how to average members [default: as each ensemble does (its recipe's ensemble_mean)]")
+    ap.add_argument("--member-shifts", action="store_true",
+                    help="score each member over the recipe's test shifts (around each member, not their mean)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -47,15 +53,19 @@ def main() -> None:
         if not all(1 <= k <= len(net.members) for k in args.average):
             raise SystemExit(f"{path} has {len(net.members)} members: --average takes 1 … {len(net.members)}")
         mean = ENSEMBLE_MEANS[args.mean] if args.mean else net.mean
-        alone, some, whole = member_accuracies(net, *held_out(lm, fold), args.average, mean)
-        rows.append((alone, some, whole))
+        shifts = lm.meta["train"]["recipe"].get("test_shifts", [0]) if args.member_shifts else [0]
+        alone, some, whole = member_accuracies(net, *held_out(lm, fold), args.average, mean, shifts)
+        trained = lm.meta["train"]["metrics"]["val_acc"]
+        rows.append((alone, some, whole, trained))
         print(f"{path}: fold {fold}: members alone " + ", ".join(f"{a:.2%}" for a in alone)
-              + f"; members {' + '.join(map(str, args.average))} averaged {some:.2%}; all {whole:.2%}")
+              + f"; members {' + '.join(map(str, args.average))} averaged {some:.2%}; all {whole:.2%}"
+              + f"; as trained {trained:.2%}")
     if len(rows) > 1 and len({len(r[0]) for r in rows}) == 1:
         n = len(rows)
         print(f"mean over {n} models: members alone "
               + ", ".join(f"{sum(r[0][k] for r in rows) / n:.2%}" for k in range(len(rows[0][0])))
-              + f"; members averaged {sum(r[1] for r in rows) / n:.2%}; all {sum(r[2] for r in rows) / n:.2%}")
+              + f"; members averaged {sum(r[1] for r in rows) / n:.2%}; all {sum(r[2] for r in rows) / n:.2%}"
+              + f"; as trained {sum(r[3] for r in rows) / n:.2%}")
 
 
 if __name__ == "__main__":

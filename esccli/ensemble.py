@@ -54,12 +54,13 @@ def is_member(meta: dict, recipe: Recipe, k: int, fold: int | None, seed: int, p
     return made_by(meta, recipe.member(k), fs, fold, recipe.member_seed(seed, k), precision)
 
 
-def default_jobs(members: int, cores: int) -> int:
-    """How many members train side by side on a CPU unless told: all of them, up to twice the cores. Members run
+def default_jobs(members: int, cores: int, side_by_side: bool = True) -> int:
+    """How many members train side by side on a CPU unless told: all of them, up to twice the cores (one, each on
+    all the cores, for a recipe whose `members_side_by_side` is False). Members run
     one thread each once they outnumber the cores, and time-sharing costs nothing measurable: three one-thread
     trainings on two cores took 7.2 s per epoch where two took 4.8 (1.5x, docs/ablation.md round 4), so a
     third member waiting for a free core would only add its whole training time to the wall time."""
-    return max(1, min(members, 2 * max(1, cores)))
+    return max(1, min(members, 2 * max(1, cores))) if side_by_side else 1
 
 
 def train_ensemble(fs, recipe: Recipe, path: Path, fold: int | None, seed: int, device: str, resume: bool,

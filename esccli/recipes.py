@@ -63,6 +63,11 @@ class Recipe:
     # log-probability (the geometric mean of their probabilities, renormalised), where one member that finds a
     # class unlikely counts for more (models.Ensemble). Changes no weights, only how the ensemble scores.
     ensemble_mean: str = "arithmetic"
+    # whether, on a CPU, the members train side by side (each in a process with its share of the cores) unless
+    # `esc train --jobs` says otherwise; False: one after the other, each on all the cores, for a network that uses
+    # both cores well followed by a cheap one (the fast preset's texture network). Changes no weights' recipe,
+    # only the threads each member trains with.
+    members_side_by_side: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -169,10 +174,10 @@ class Recipe:
 
 def _as_made(recipe: dict) -> dict:
     """A recipe dict with what does not change the trained weights or the recorded scores left out: how often it
-    was validated, and a single network's member_variants and ensemble_mean (which it does not use). test_shifts
+    was validated, whether its members trained side by side (their threads are compared apart, if at all), and a single network's member_variants and ensemble_mean (which it does not use). test_shifts
     change no weights but do change every recorded score, so they are compared: a stored score is reused only under
     the same ones (and so is an ensemble's ensemble_mean)."""
-    recipe = {**recipe, "val_every": 1}
+    recipe = {**recipe, "val_every": 1, "members_side_by_side": True}
     return {**recipe, "member_variants": [{}], "ensemble_mean": "arithmetic"} if recipe.get("members") == 1 else recipe
 
 
@@ -182,7 +187,7 @@ def _as_made(recipe: dict) -> dict:
 LATER_FIELDS = {"stretch": 1.0, "freq_shift": 0, "members": 1, "member_variants": [{}], "val_every": 1,
                 "mixup_power": False, "eq_db": 0.0, "ema_decay": 0.0, "test_shifts": [0],
                 "noise_db": 0.0, "reverb_s": 0.0, "early_crop_frames": 0, "early_crop_share": 0.0,
-                "ensemble_mean": "arithmetic"}
+                "ensemble_mean": "arithmetic", "members_side_by_side": True}
 ENSEMBLE_MEANS = ("arithmetic", "geometric")
 # the fields that change what a training batch's clips look like (Recipe.sees_clips_as_they_are); the others
 # change how they are learnt from or scored. tests/test_texture.py lists those others, so that a field added to
@@ -193,7 +198,8 @@ INPUT_FIELDS = ("crop_frames", "crop_energy", "early_crop_frames", "early_crop_s
 
 # the augmentations that read the features as dB (they work on power): features scaled otherwise are refused
 READS_DB = ("mixup_power", "eq_db", "noise_db", "reverb_s")
-NOT_IN_VARIANTS = {"features", "members", "member_variants", "val_every", "test_shifts", "ensemble_mean"}
+NOT_IN_VARIANTS = {"features", "members", "member_variants", "val_every", "test_shifts", "ensemble_mean",
+                   "members_side_by_side"}
 PITCH_TEMPO = {"freq_shift": 4, "stretch": 1.25}  # the second member's augmentation (docs/ablation.md, round 3)
 # a member that sees each whole clip as its texture statistics (models.TextureNet): a small MLP, trained for many
 # short epochs without crops, masks, mixup or filters (docs/ablation.md, round 17), on the extended statistics

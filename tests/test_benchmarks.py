@@ -191,3 +191,28 @@ def test_member_eval_scores_members_alone_some_averaged_and_all():
     y = torch.tensor([1])
     assert member_accuracies(torn, None, y, [1, 2])[1:] == (0.0, 0.0)
     assert member_accuracies(torn, None, y, [1, 2], log_geometric_mean_probability)[1:] == (1.0, 1.0)
+
+
+def test_member_eval_scores_each_member_over_the_test_shifts():
+    import torch
+    from torch import nn
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from member_eval import member_accuracies
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+    class Bins(nn.Module):  # class 0 for energy in mel bin 0, class 1 for energy in bin 1; blind to the others
+        def forward(self, x):
+            return x[:, 0, :2, :].mean(-1) * 10
+
+    # one clip of class 1 whose energy is in bin 2: as is, the member sees nothing (a tie, class 0, wrong); moved
+    # down by one bin, it lands in bin 1, so the mean over the copies moved by -1, 0 and 1 picks class 1
+    x = torch.zeros(1, 1, 4, 3)
+    x[0, 0, 2] = 1.0
+    ens = nn.Module()
+    ens.members = nn.ModuleList([Bins()])
+    y = torch.tensor([1])
+    assert member_accuracies(ens, x, y, [1])[0] == [0.0]
+    assert member_accuracies(ens, x, y, [1], shifts=[-1, 0, 1])[0] == [1.0]

@@ -3,6 +3,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,8 @@ def test_an_ensemble_is_its_members_trained_alone_and_predicts_their_mean_probab
     assert ens.meta["model"]["arch"] == "ensemble" and ens.meta["model"]["args"]["members"] == 2
     assert "member_args" in ens.meta["model"]["args"] and "member_list" not in ens.meta["model"]["args"]  # as before
     assert recipe.made(ens.meta["train"], 5, 7, ens.meta["train"]["precision"])
+    # whether the members trained side by side changes how they are scheduled, not what they learn
+    assert replace(recipe, members_side_by_side=False).made(ens.meta["train"], 5, 7, ens.meta["train"]["precision"])
     assert len(ens.meta["train"]["history"]) == 6 and {h["member"] for h in ens.meta["train"]["history"]} == {1, 2}
     assert not any(member_path(ens.path, k).exists() for k in range(2))  # member files are removed
 
@@ -110,7 +113,7 @@ def test_member_variants_train_differently_augmented_members(synth_features, tmp
     assert [m["variant"] for m in ens.meta["train"]["members"]] == [{}, {"freq_shift": 2}, {}]
     with pytest.raises(ValueError, match="unknown recipe field"):
         tiny_recipe(members=2, member_variants=[{}, {"no_such_field": 1}]).member(1)
-    for field in ("members", "features", "test_shifts", "ensemble_mean"):
+    for field in ("members", "features", "test_shifts", "ensemble_mean", "members_side_by_side"):
         with pytest.raises(ValueError, match=f"cannot set {field}"):
             tiny_recipe(members=2, member_variants=[{}, {field: 3}]).member(1)
     with pytest.raises(ValueError, match="cannot make a member an ensemble"):
@@ -307,3 +310,4 @@ def test_members_train_all_at_once_by_default_up_to_twice_the_cores():
 
     assert [default_jobs(m, 2) for m in (1, 2, 3, 4, 5, 16)] == [1, 2, 3, 4, 4, 4]
     assert default_jobs(2, 8) == 2 and default_jobs(3, 0) == 2  # an unknown core count counts as one
+    assert default_jobs(2, 2, side_by_side=False) == 1  # a recipe whose members train one after the other

@@ -152,7 +152,7 @@ def test_statistics_computed_once_train_the_same_network_as_computed_in_each_ste
 LEARNING_FIELDS = {"arch", "arch_args", "features", "epochs", "batch_size", "optimizer", "lr", "weight_decay",
                    "schedule", "warmup_epochs", "step_every", "step_gamma", "label_smoothing", "ema_decay",
                    "test_shifts", "channels_last", "allow_bf16", "val_every", "members", "member_variants",
-                   "ensemble_mean"}
+                   "ensemble_mean", "members_side_by_side"}
 
 
 def test_every_recipe_field_changes_the_clips_or_not_and_each_augmentation_is_seen():

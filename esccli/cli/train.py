@@ -37,7 +37,7 @@ def train(
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 where the hardware computes it natively, else fp32), fp32 or bf16."),
     name: Optional[str] = typer.Option(None, "--name", help="Model name in the store [default: <recipe>-fold<k>, <recipe>-cv, <recipe>-all]."),
     members: Optional[int] = typer.Option(None, "--members", min=1, max=16, help="Networks trained apart whose averaged probabilities are the prediction; 1 = a single network [default: the recipe's: 3 for default, 1 for fast]."),
-    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, max=16, help="Parallel training processes: folds with --cv, else an ensemble's members [default: 1 with --cv, else one per member up to twice the CPU cores]."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, max=16, help="Parallel training processes: folds with --cv, else an ensemble's members [default: 1 with --cv, else as the recipe says: for default one per member up to twice the CPU cores]."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads per training process [default: the cores / --jobs]."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run with the same settings."),
     save_best: bool = typer.Option(False, "--save-best", help="Also save the best-by-validation epoch as <name>.best (its score is not a held-out result)."),
@@ -79,7 +79,8 @@ def train(
     precision = resolve_precision(precision, dev, recipe.allow_bf16)
     if cv and jobs is not None and jobs > 5:
         raise EscError(f"--jobs {jobs}: with --cv at most 5 folds can train at once")
-    member_jobs = 1 if cv or dev != "cpu" else jobs or default_jobs(recipe.members, os.cpu_count() or 1)
+    member_jobs = 1 if cv or dev != "cpu" else jobs or default_jobs(recipe.members, os.cpu_count() or 1,
+                                                                    recipe.members_side_by_side)
     member_jobs = min(recipe.members, member_jobs)
     set_threads((jobs or 1) if cv else member_jobs, threads)
     held_out = None if all_folds else fold
