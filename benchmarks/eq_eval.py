@@ -1,7 +1,7 @@
 """Would averaging over copies passed through random filters pay at test time? Fold models scored with and without.
 
     python benchmarks/eq_eval.py                          # the default's fold models, bench-default-fold1..5
-    python benchmarks/eq_eval.py --name bench-fast        # the fast preset's (its test shifts included)
+    python benchmarks/eq_eval.py --name bench-fast        # the fast preset's (with its recipe's test shifts, if any)
     python benchmarks/eq_eval.py /tmp/esc-bench/ablation/run-f{1,2,3,4,5}.pt  # any fold models
 
 Feeds each fold model (BENCH_HOME/models/NAME-foldK.pt, as `python benchmarks/crossval.py` leaves them, or the

@@ -8,9 +8,10 @@ averages them, or as --mean says), and the whole ensemble's; then the means over
 separate what the default's texture network adds from what its two CNNs score by themselves in the same run, and
 round 18 to score stored ensembles with the other mean (`--mean geometric`). Members are scored without the
 test-time shifts a recipe may put around the ensemble, unless --member-shifts: then each member is scored on its
-own over copies moved by the recipe's test shifts (models.ShiftAverage around each member, not around their mean;
-round 19, the fast preset's CNN and texture network). The last figure of each line, "as trained", is the
-ensemble's own recorded score (its shifts, if any, around the mean).
+own over copies moved by the recipe's test shifts, or by the bins given (models.ShiftAverage around each member,
+not around their mean; round 19, the fast preset's CNN and texture network: `--member-shifts` on its candidate's
+models, `--member-shifts -2 -1 0 1 2` on today's, which have none). The last figure of each line, "as trained",
+is the ensemble's own recorded score (its shifts, if any, around the mean).
 """
 
 import argparse
@@ -39,8 +40,9 @@ def main() -> None:
                     help="the members (1-based) to average [default: 1 2]")
     ap.add_argument("--mean", choices=list(ENSEMBLE_MEANS),
                     help="how to average members [default: as each ensemble does (its recipe's ensemble_mean)]")
-    ap.add_argument("--member-shifts", action="store_true",
-                    help="score each member over the recipe's test shifts (around each member, not their mean)")
+    ap.add_argument("--member-shifts", nargs="*", type=int, metavar="BINS",
+                    help="score each member over copies moved by these many mel bins (around each member, not their "
+                         "mean) [with no value: the recipe's test shifts]")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -53,7 +55,11 @@ def main() -> None:
         if not all(1 <= k <= len(net.members) for k in args.average):
             raise SystemExit(f"{path} has {len(net.members)} members: --average takes 1 … {len(net.members)}")
         mean = ENSEMBLE_MEANS[args.mean] if args.mean else net.mean
-        shifts = lm.meta["train"]["recipe"].get("test_shifts", [0]) if args.member_shifts else [0]
+        shifts = [0] if args.member_shifts is None else args.member_shifts or lm.meta["train"]["recipe"].get(
+            "test_shifts", [0])
+        if args.member_shifts == [] and list(shifts) == [0]:
+            print(f"{path}: its recipe has no test shifts: members scored on the clips as they are "
+                  "(--member-shifts -2 -1 0 1 2 names some)")
         alone, some, whole = member_accuracies(net, *held_out(lm, fold), args.average, mean, shifts)
         trained = lm.meta["train"]["metrics"]["val_acc"]
         rows.append((alone, some, whole, trained))

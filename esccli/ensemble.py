@@ -56,10 +56,10 @@ def is_member(meta: dict, recipe: Recipe, k: int, fold: int | None, seed: int, p
 
 def default_jobs(members: int, cores: int, side_by_side: bool = True) -> int:
     """How many members train side by side on a CPU unless told: all of them, up to twice the cores (one, each on
-    all the cores, for a recipe whose `members_side_by_side` is False). Members run
-    one thread each once they outnumber the cores, and time-sharing costs nothing measurable: three one-thread
-    trainings on two cores took 7.2 s per epoch where two took 4.8 (1.5x, docs/ablation.md round 4), so a
-    third member waiting for a free core would only add its whole training time to the wall time."""
+    all the cores, for a recipe whose `members_side_by_side` is False). Members run one thread each once they
+    outnumber the cores, and time-sharing costs nothing measurable: three one-thread trainings on two cores took
+    7.2 s per epoch where two took 4.8 (1.5x, docs/ablation.md round 4), so a third member waiting for a free core
+    would only add its whole training time to the wall time."""
     return max(1, min(members, 2 * max(1, cores))) if side_by_side else 1
 
 
@@ -150,7 +150,8 @@ def combine(fs, recipe: Recipe, member_paths: list[Path], out: Path, fold: int |
         metrics.update(val_acc=float((logits.argmax(1) == y_val).float().mean()),
                        val_loss=float(F.nll_loss(logits, y_val)))
     members = [{"seed": recipe.member_seed(seed, k), "variant": recipe.member_variant(k),
-                "metrics": b["train"]["metrics"], "seconds": b["train"]["seconds"]} for k, b in enumerate(blobs)]
+                "metrics": b["train"]["metrics"], "seconds": b["train"]["seconds"],
+                "epochs": b["train"]["epochs_done"]} for k, b in enumerate(blobs)]
     train_meta = {
         "recipe": recipe.to_dict(), "fold": fold, "seed": seed, "clips": blobs[0]["train"]["clips"],
         "clips_digest": fs.digest(),
@@ -158,6 +159,7 @@ def combine(fs, recipe: Recipe, member_paths: list[Path], out: Path, fold: int |
         # every epoch of every member, in member order (member k's entries carry "member": k + 1)
         "history": [{**h, "member": k + 1} for k, b in enumerate(blobs) for h in b["train"]["history"]],
         "members": members, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        # the recipe's epochs: each member's own are in `members` (the texture network's differ)
         "epochs_done": recipe.epochs, "seconds": sum(m["seconds"] for m in members), "wall_seconds": wall_seconds,
         "selected_on_fold": False, "metrics": metrics,
     }

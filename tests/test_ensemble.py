@@ -1,4 +1,6 @@
+import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -58,7 +60,8 @@ def test_an_ensemble_is_its_members_trained_alone_and_predicts_their_mean_probab
     assert ens.meta["model"]["arch"] == "ensemble" and ens.meta["model"]["args"]["members"] == 2
     assert "member_args" in ens.meta["model"]["args"] and "member_list" not in ens.meta["model"]["args"]  # as before
     assert recipe.made(ens.meta["train"], 5, 7, ens.meta["train"]["precision"])
-    # whether the members trained side by side changes how they are scheduled, not what they learn
+    # whether the members trained side by side is not compared (it changes their thread counts, which are not
+    # recorded, as --jobs and --threads are not)
     assert replace(recipe, members_side_by_side=False).made(ens.meta["train"], 5, 7, ens.meta["train"]["precision"])
     assert len(ens.meta["train"]["history"]) == 6 and {h["member"] for h in ens.meta["train"]["history"]} == {1, 2}
     assert not any(member_path(ens.path, k).exists() for k in range(2))  # member files are removed
@@ -120,7 +123,7 @@ def test_member_variants_train_differently_augmented_members(synth_features, tmp
         tiny_recipe(members=2, member_variants=[{}, {"arch": "ensemble"}]).member(1)
 
 
-def test_members_of_different_architectures(synth_features, tmp_path, esc_home):
+def test_members_of_different_architectures(synth_features, tmp_path, esc_home, monkeypatch):
     from esccli.features import FeatureParams
     from esccli.models import TextureNet
     from esccli.recipes import TEXTURE, get_recipe
@@ -150,6 +153,16 @@ def test_members_of_different_architectures(synth_features, tmp_path, esc_home):
     assert isinstance(lm.model.members[1], TextureNet)
     assert ens.meta["train"]["metrics"]["val_acc"] == pytest.approx(evaluate(lm, synth_features, fold=5).accuracy)
     assert [len([h for h in ens.meta["train"]["history"] if h["member"] == k]) for k in (1, 2)] == [2, 3]
+    assert [m["epochs"] for m in ens.meta["train"]["members"]] == [2, 3]  # each member's own
+    from rich.console import Console
+
+    from esccli.cli import common
+    from esccli.cli.train import render_run
+
+    err = io.StringIO()
+    monkeypatch.setattr(common, "err", Console(file=err, width=200))
+    render_run(ens, as_json=False)  # what esc train shows: each member's epochs
+    assert re.search(r"epochs\W+2 \+ 3\s", err.getvalue()), err.getvalue()
     lay = layout(esc_home)
     lay.models.mkdir(parents=True)
     shutil.copy(ens.path, lay.models / "mixed.pt")

@@ -295,7 +295,8 @@ def test_bf16_training_runs_and_is_recorded(tmp_path, synth_features):
 
 def test_cli_train_then_models_then_eval(synth_dataset, esc_home):
     install(synth_dataset, esc_home)
-    r = runner.invoke(app, ["train", "--preset", "fast", "--epochs", "2", "--val-every", "1", "--name", "quick", "--json"])
+    r = runner.invoke(app, ["train", "--preset", "fast", "--members", "1", "--epochs", "2", "--val-every", "1",
+                            "--name", "quick", "--json"])
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert d["name"] == "quick" and d["fold"] == 5 and d["epochs"] == 2
@@ -318,6 +319,26 @@ def test_cli_train_then_models_then_eval(synth_dataset, esc_home):
 
     r = runner.invoke(app, ["eval", "--json"])  # the default model: the one just trained
     assert r.exit_code == 0 and json.loads(r.stdout)["model"] == "quick"
+
+
+def test_the_fast_preset_trains_its_network_then_a_texture_network_on_all_the_cores(synth_dataset, esc_home):
+    install(synth_dataset, esc_home)
+    r = runner.invoke(app, ["train", "--preset", "fast", "--epochs", "1", "--name", "pair", "--json"])
+    assert r.exit_code == 0, r.output
+    assert "member 2: texture, 150 epochs" in r.output and "side by side" not in r.output
+    assert json.loads(r.stdout)["member_epochs"] == [1, 150]
+    meta = checkpoint.read_meta(esc_home / "models" / "pair.pt")
+    assert meta["model"]["args"]["member"] == "escnet+texture" and meta["model"]["args"]["mean"] == "geometric"
+    assert [m["epochs"] for m in meta["train"]["members"]] == [1, 150]
+    # scored on the clips as they are (round 19 dropped the shifts), its members trained one after the other
+    assert meta["train"]["recipe"]["test_shifts"] == [0] and meta["train"]["recipe"]["members_side_by_side"] is False
+    # its first network is the one `--members 1` trains, weight for weight (with all the threads, as a single
+    # network does; the line above checks that they did not train side by side)
+    r = runner.invoke(app, ["train", "--preset", "fast", "--members", "1", "--epochs", "1", "--name", "one"])
+    assert r.exit_code == 0, r.output
+    pair = checkpoint.read(esc_home / "models" / "pair.pt")["state_dict"]
+    first = {key[len("members.0."):]: v for key, v in pair.items() if key.startswith("members.0.")}
+    assert states_equal(first, checkpoint.read(esc_home / "models" / "one.pt")["state_dict"])
 
 
 def test_cli_says_what_to_do_when_things_are_missing(esc_home):

@@ -36,8 +36,8 @@ def train(
     device: common.Device = typer.Option(common.Device.auto, "--device", help="Where the networks train."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 where the hardware computes it natively, else fp32), fp32 or bf16."),
     name: Optional[str] = typer.Option(None, "--name", help="Model name in the store [default: <recipe>-fold<k>, <recipe>-cv, <recipe>-all]."),
-    members: Optional[int] = typer.Option(None, "--members", min=1, max=16, help="Networks trained apart whose averaged probabilities are the prediction; 1 = a single network [default: the recipe's: 3 for default, 1 for fast]."),
-    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, max=16, help="Parallel training processes: folds with --cv, else an ensemble's members [default: 1 with --cv, else as the recipe says: for default one per member up to twice the CPU cores]."),
+    members: Optional[int] = typer.Option(None, "--members", min=1, max=16, help="Networks trained apart whose averaged probabilities are the prediction; 1 = a single network [default: the recipe's: 3 for default, 2 for fast]."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, max=16, help="Parallel training processes: folds with --cv, else an ensemble's members [default: 1 with --cv; else for default one per member up to twice the CPU cores, for fast 1: its members one after the other]."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads per training process [default: the cores / --jobs]."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run with the same settings."),
     save_best: bool = typer.Option(False, "--save-best", help="Also save the best-by-validation epoch as <name>.best (its score is not a held-out result)."),
@@ -163,15 +163,19 @@ def render_run(result, as_json: bool) -> None:
     t_meta = result.meta["train"]
     metrics = t_meta["metrics"]
     if as_json:
+        members = {"member_epochs": [m.get("epochs") for m in t_meta["members"]]} if t_meta.get("members") else {}
         common.print_json({"name": result.meta["name"], "path": str(result.path), "fold": t_meta["fold"],
-                           "epochs": t_meta["epochs_done"], "seconds": t_meta["seconds"], **metrics})
+                           "epochs": t_meta["epochs_done"], **members, "seconds": t_meta["seconds"], **metrics})
         return
     t = Table(title=f"trained {result.meta['name']}")
     t.add_column("")
     t.add_column("")
     t.add_row("model file", str(result.path))
     t.add_row("held-out fold", str(t_meta["fold"]) if t_meta["fold"] else "none (trained on all folds)")
-    t.add_row("epochs", str(t_meta["epochs_done"]) + (f" (resumed after {result.resumed_from})" if result.resumed_from else ""))
+    epochs = [m.get("epochs", t_meta["epochs_done"]) for m in t_meta.get("members", [])]
+    # an ensemble whose members trained for different numbers of epochs shows each one's
+    shown = " + ".join(map(str, epochs)) if len(set(epochs)) > 1 else str(t_meta["epochs_done"])
+    t.add_row("epochs", shown + (f" (resumed after {result.resumed_from})" if result.resumed_from else ""))
     if t_meta.get("members"):  # an ensemble: the wall time of this run, and each member's own training
         loops = " + ".join(f"{m['seconds'] / 60:.1f}" for m in t_meta["members"])
         t.add_row("time", f"{t_meta['wall_seconds'] / 60:.1f} min (networks: {loops} min)")
