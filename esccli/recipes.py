@@ -65,8 +65,8 @@ class Recipe:
     ensemble_mean: str = "arithmetic"
     # whether, on a CPU, the members train side by side (each in a process with its share of the cores) unless
     # `esc train --jobs` says otherwise; False: one after the other, each on all the cores, for a network that uses
-    # both cores well followed by a cheap one (the fast preset's texture network). Changes no weights' recipe,
-    # only the threads each member trains with.
+    # both cores well followed by a cheap one (the fast preset's texture network). Not compared by `made`: like
+    # --jobs and --threads it changes only the threads each member trains with (and so their floating-point sums).
     members_side_by_side: bool = True
 
     def to_dict(self) -> dict:
