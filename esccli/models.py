@@ -127,15 +127,17 @@ class TextureNet(nn.Module):
     -> logits. It sees no time-frequency pattern, only how each band's level is distributed, how bands move
     together and how fast they fluctuate: a view that differs from a CNN's, meant for steady sounds (wind, engines,
     rain) that the CNNs confuse. `frame_rate` (frames per second) and `top_db` must be those of the features;
-    `extended` adds the statistics of round 18 to those of round 17 (the default's member has them)."""
+    `extended` adds the statistics of round 18 to those of round 17 (the default's member has them), and `bands`
+    those of round 20, per band (the fast preset's member has both)."""
 
     def __init__(self, n_mels: int, frames: int, n_classes: int, hidden: int = 512, groups: int = 16,
-                 frame_rate: float = 50.0, top_db: float = 80.0, dropout=(0.2, 0.5), extended: bool = False):
+                 frame_rate: float = 50.0, top_db: float = 80.0, dropout=(0.2, 0.5), extended: bool = False,
+                 bands: bool = False):
         super().__init__()
         if groups < 2 or n_mels % groups:
             raise ValueError(f"groups must be at least 2 and divide n_mels ({n_mels}), not {groups}")
-        self.stats = dict(top_db=top_db, groups=groups, frame_rate=frame_rate, extended=extended)
-        dim = statistics_count(n_mels, groups, extended)
+        self.stats = dict(top_db=top_db, groups=groups, frame_rate=frame_rate, extended=extended, bands=bands)
+        dim = statistics_count(n_mels, groups, extended, bands)
         self.net = nn.Sequential(nn.BatchNorm1d(dim), nn.Dropout(dropout[0]), nn.Linear(dim, hidden),
                                  nn.ReLU(inplace=True), nn.Dropout(dropout[1]), nn.Linear(hidden, n_classes))
 

@@ -14,6 +14,10 @@ The extended set (round 18) adds:
 - the autocorrelation of the whole clip's envelope at ACF_LAGS (rhythm: a clock ticks, a dog barks in bursts);
 - between groups: the correlations of their envelopes' changes (onsets that come together);
 - the mean and spread of each frame's spectral centroid and flatness.
+
+The per-band set (`bands`, round 20) adds, band by band rather than per group:
+- the correlation of each band's envelope with the next band's;
+- the 10th, 50th and 90th percentiles of each band's level.
 """
 
 import math
@@ -27,17 +31,18 @@ ACF_LAGS = (0.02, 0.04, 0.06, 0.08, 0.12, 0.16, 0.22, 0.32, 0.44, 0.64, 0.9, 1.2
 PERCENTILES = (0.1, 0.5, 0.9)
 
 
-def statistics_count(n_mels: int, groups: int = 16, extended: bool = False) -> int:
+def statistics_count(n_mels: int, groups: int = 16, extended: bool = False, bands: bool = False) -> int:
     """How many statistics texture_statistics gives for `n_mels` bands in `groups` groups."""
     basic = 5 * n_mels + groups * (groups - 1) // 2 + groups * len(MODULATION_BANDS)
-    return basic + (n_mels + groups * len(PERCENTILES) + len(ACF_LAGS) + groups * (groups - 1) // 2 + 4
-                    if extended else 0)
+    return (basic + (n_mels + groups * len(PERCENTILES) + len(ACF_LAGS) + groups * (groups - 1) // 2 + 4
+                     if extended else 0) + (n_mels - 1 + n_mels * len(PERCENTILES) if bands else 0))
 
 
 def texture_statistics(x: torch.Tensor, top_db: float = 80.0, groups: int = 16, frame_rate: float = 50.0,
-                       min_frames: int = 25, extended: bool = False) -> torch.Tensor:
+                       min_frames: int = 25, extended: bool = False, bands: bool = False) -> torch.Tensor:
     """x [batch, 1, n_mels, frames] ("db" features, [-1, 1]) -> [batch, statistics_count(n_mels, groups,
-    extended)]: the basic statistics (see the module's docstring), then, if `extended`, the others."""
+    extended, bands)]: the basic statistics (see the module's docstring), then, if `extended`, the extended
+    set, then, if `bands`, the per-band set."""
     db = (x[:, 0].float() - 1.0) * (top_db / 2)  # [-top_db, 0]
     b, n_mels, frames = db.shape
     loud = db.amax(1) > 1.0 - top_db  # [batch, frames]
@@ -69,8 +74,13 @@ def texture_statistics(x: torch.Tensor, top_db: float = 80.0, groups: int = 16, 
     mod = torch.stack([power[..., (freqs >= lo) & (freqs < hi)].sum(-1) for lo, hi in MODULATION_BANDS], -1)
     mod = (mod / total[..., None] + 1e-4).log() / 5
     basic = [db_mean / top_db, spread / 20, cv, skew, kurt, corr[:, upper[0], upper[1]], mod.flatten(1)]
+    per_band = []
+    if bands:  # each band's envelope correlated with the next band's, and each band's level percentiles
+        unit = c / std[..., None]
+        per_band = [(unit[:, 1:] * unit[:, :-1]).sum(-1) / n,
+                    weighted_percentiles(db, w, PERCENTILES).flatten(1) / top_db]
     if not extended:
-        return torch.cat(basic, 1)
+        return torch.cat(basic + per_band, 1)
 
     pairs = w[:, 1:] * w[:, :-1]  # [batch, frames - 1]: both frames of a step kept
     flux = ((db[..., 1:] - db[..., :-1]).abs() * pairs[:, None, :]).sum(-1) / pairs.sum(1, keepdim=True).clamp_min(1)
@@ -94,7 +104,7 @@ def texture_statistics(x: torch.Tensor, top_db: float = 80.0, groups: int = 16, 
         mean, vc = moments(v[:, None, :])
         shape += [mean[:, 0], ((vc[:, 0] ** 2).sum(-1) / n[:, 0]).sqrt()]
     return torch.cat(basic + [flux / 10, levels.flatten(1) / top_db, acf, dcorr[:, upper[0], upper[1]],
-                              torch.stack(shape, 1)], 1)
+                              torch.stack(shape, 1)] + per_band, 1)
 
 
 def weighted_percentiles(v: torch.Tensor, w: torch.Tensor, qs) -> torch.Tensor:

@@ -110,6 +110,38 @@ def test_level_percentiles_are_those_of_the_loud_frames():
     assert torch.allclose(got, want.expand(GROUPS, 3), atol=1e-3)
 
 
+def split_bands(stats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-band set at the end of the statistics: adjacent-band correlations, and each band's percentiles."""
+    assert stats.shape[1] == statistics_count(N_MELS, GROUPS, extended=True, bands=True)
+    adj, levels = stats[:, -4 * N_MELS + 1:-3 * N_MELS], stats[:, -3 * N_MELS:]
+    return adj, levels.reshape(len(stats), N_MELS, 3) * 80
+
+
+def test_per_band_statistics_follow_the_others_and_describe_each_band():
+    clip = noisy(150, 7)
+    padded = torch.cat([clip, torch.full((1, N_MELS, 100), -80.0)], dim=2)
+    extended = texture_statistics(as_features(clip), extended=True)
+    a = texture_statistics(as_features(clip), extended=True, bands=True)
+    assert torch.equal(a[:, :extended.shape[1]], extended)  # the extended statistics are unchanged
+    b = texture_statistics(as_features(padded), extended=True, bands=True)
+    assert torch.allclose(a[:, extended.shape[1]:], b[:, extended.shape[1]:], atol=1e-4)  # padding is left out
+    basic = texture_statistics(as_features(clip))
+    without = texture_statistics(as_features(clip), bands=True)
+    assert without.shape[1] == statistics_count(N_MELS, GROUPS, bands=True)
+    assert torch.equal(without[:, :basic.shape[1]], basic) and torch.equal(without[:, basic.shape[1]:],
+                                                                         a[:, extended.shape[1]:])
+    # the bands' percentiles are those of their loud frames; bands that move alike correlate, against: anti-
+    env = torch.randn(FRAMES, generator=torch.Generator().manual_seed(8))
+    db = torch.full((1, N_MELS, FRAMES + 50), -80.0)
+    db[0, :, :FRAMES] = -30.0 + 5.0 * env * (-1.0) ** (torch.arange(N_MELS)[:, None] // 2)  # pairs alternate
+    db[0, :, :FRAMES] += torch.arange(N_MELS)[:, None] * 0.5  # and each band is a little louder than the last
+    adj, levels = split_bands(texture_statistics(as_features(db), extended=True, bands=True))
+    assert torch.allclose(levels[0], torch.quantile(db[0, :, :FRAMES], torch.tensor([0.1, 0.5, 0.9]), dim=1).T,
+                          atol=1e-3)
+    together = torch.arange(N_MELS - 1) % 2 == 0  # bands 0-1, 2-3, ... move alike; 1-2, 3-4, ... against
+    assert (adj[0, together] > 0.99).all() and (adj[0, ~together] < -0.9).all()  # (envelopes are dB made linear)
+
+
 def test_envelope_autocorrelation_peaks_at_the_period_and_flux_grows_with_change():
     t = torch.arange(FRAMES, dtype=torch.float32)
     ticks = torch.where(t % 16 < 2, -10.0, -50.0).expand(1, N_MELS, FRAMES)  # a tick every 16 frames (0.32 s)
