@@ -244,15 +244,14 @@ RECIPES = {
     "default": Recipe(arch_args=DEFAULT_ARCH, members=3, member_variants=[{}, PITCH_TEMPO, TEXTURE], eq_db=EQ_DB,
                       ensemble_mean="geometric"),
     # a network on all the cores, fewer epochs, its first stage as narrow as its stem (FAST_CHANNELS); crops
-    # through random filters; 96 epochs rather than 90 since round 12 (+1.12 points over three seeds, 4.5-4.8 min
-    # per fold in fp32 on an AVX-512 CPU without bf16). It scores the held-out fold halfway and at the end rather
-    # than every 10 epochs (its texture network, with its own epochs, every 48 and at the end). Since round 19 a
-    # texture network (FAST_TEXTURE) trains after it, on all the cores too, and the two are averaged
-    # geometrically; the mean over copies of the input moved by -2..2 mel bins, which the network alone predicted
-    # with since round 6 (+1.05 points), is dropped: the texture network, which never heard a shifted clip, lost 8
-    # points alone under it. On an AVX2 CPU: 84.50 % over five folds, against 80.80 % for the network alone scored
-    # over the shifts (+3.70), for 1.075x its training time (README; docs/ablation.md, round 19)
-    "fast": Recipe(arch_args=FAST_ARCH, epochs=96, members=2, member_variants=[{}, FAST_TEXTURE], eq_db=EQ_DB,
+    # through random filters. Since round 19 a texture network (FAST_TEXTURE) trains after it, on all the cores
+    # too, and the two are averaged geometrically, with no test-time shifts (the texture network, which never heard
+    # a shifted clip, lost 8 points alone under them). Since round 20 the texture network also hears per-band
+    # statistics, and the CNN trains for 30 epochs rather than 96, which fits a fold in 5 minutes on an AVX2 CPU
+    # without bf16: 81.05 % over five folds in 4.6 min per fold there, against 85.00 % with 96 epochs (12.5 min
+    # per fold there with round 19's texture network; README; docs/ablation.md, rounds 19 and 20). The CNN is scored once, at the end (30 < val_every);
+    # the texture network every 48 epochs and at the end.
+    "fast": Recipe(arch_args=FAST_ARCH, epochs=30, members=2, member_variants=[{}, FAST_TEXTURE], eq_db=EQ_DB,
                    val_every=48, ensemble_mean="geometric", members_side_by_side=False),
 }
 

@@ -330,6 +330,9 @@ def test_the_fast_preset_trains_its_network_then_a_texture_network_on_all_the_co
     meta = checkpoint.read_meta(esc_home / "models" / "pair.pt")
     assert meta["model"]["args"]["member"] == "escnet+texture" and meta["model"]["args"]["mean"] == "geometric"
     assert [m["epochs"] for m in meta["train"]["members"]] == [1, 150]
+    # its texture network hears the per-band statistics too (round 20)
+    texture = checkpoint.load(esc_home / "models" / "pair.pt").model.members[1]
+    assert texture.stats["bands"] and texture.stats["extended"]
     # scored on the clips as they are (round 19 dropped the shifts), its members trained one after the other
     assert meta["train"]["recipe"]["test_shifts"] == [0] and meta["train"]["recipe"]["members_side_by_side"] is False
     # its first network is the one `--members 1` trains, weight for weight (with all the threads, as a single
