@@ -210,7 +210,8 @@ TEXTURE = {"arch": "texture", "arch_args": {"extended": True}, "epochs": 300, "b
            "time_masks": 0, "eq_db": 0.0, "channels_last": False}
 # the fast preset's texture network: the default's in 150 epochs rather than 300 (round 19, on an AVX2 CPU: 73.80 %
 # alone over five folds against 73.70 %, in 0.76-0.83 min per fold on two threads against 1.41-1.57 undisturbed),
-# hearing also the per-band statistics (texture.py; round 20: +0.50 points for the fast preset over five folds)
+# hearing also the per-band statistics (texture.py; round 20: 75.00 % alone, in 0.83-0.94 min, and +0.50 points
+# for the fast preset with its 96-epoch CNN over five folds)
 FAST_TEXTURE = {**TEXTURE, "epochs": 150, "arch_args": {"extended": True, "bands": True}}
 EQ_DB = 6.0  # random filters of up to +-6 dB across the mel axis: +4.10 points for the fast preset (round 5)
 # the fast network's stages after its 16-channel stem: the first at 16 channels rather than escnet's 32 makes a
@@ -249,8 +250,8 @@ RECIPES = {
     # a shifted clip, lost 8 points alone under them). Since round 20 the texture network also hears per-band
     # statistics, and the CNN trains for 30 epochs rather than 96, which fits a fold in 5 minutes on an AVX2 CPU
     # without bf16: 81.05 % over five folds in 4.6 min per fold there, against 85.00 % with 96 epochs (12.5 min
-    # per fold there with round 19's texture network; README; docs/ablation.md, rounds 19 and 20). The CNN is scored once, at the end (30 < val_every);
-    # the texture network every 48 epochs and at the end.
+    # per fold there with round 19's texture network; README; docs/ablation.md, rounds 19 and 20). The CNN is
+    # scored once, at the end (30 < val_every); the texture network every 48 epochs and at the end.
     "fast": Recipe(arch_args=FAST_ARCH, epochs=30, members=2, member_variants=[{}, FAST_TEXTURE], eq_db=EQ_DB,
                    val_every=48, ensemble_mean="geometric", members_side_by_side=False),
 }
