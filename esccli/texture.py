@@ -33,9 +33,12 @@ PERCENTILES = (0.1, 0.5, 0.9)
 
 def statistics_count(n_mels: int, groups: int = 16, extended: bool = False, bands: bool = False) -> int:
     """How many statistics texture_statistics gives for `n_mels` bands in `groups` groups."""
-    basic = 5 * n_mels + groups * (groups - 1) // 2 + groups * len(MODULATION_BANDS)
-    return (basic + (n_mels + groups * len(PERCENTILES) + len(ACF_LAGS) + groups * (groups - 1) // 2 + 4
-                     if extended else 0) + (n_mels - 1 + n_mels * len(PERCENTILES) if bands else 0))
+    count = 5 * n_mels + groups * (groups - 1) // 2 + groups * len(MODULATION_BANDS)
+    if extended:
+        count += n_mels + groups * len(PERCENTILES) + len(ACF_LAGS) + groups * (groups - 1) // 2 + 4
+    if bands:
+        count += n_mels - 1 + n_mels * len(PERCENTILES)
+    return count
 
 
 def texture_statistics(x: torch.Tensor, top_db: float = 80.0, groups: int = 16, frame_rate: float = 50.0,
