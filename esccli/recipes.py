@@ -249,8 +249,9 @@ RECIPES = {
     # too, and the two are averaged geometrically, with no test-time shifts (the texture network, which never heard
     # a shifted clip, lost 8 points alone under them). Since round 20 the texture network also hears per-band
     # statistics, and the CNN trains for 30 epochs rather than 96, which fits a fold in 5 minutes on an AVX2 CPU
-    # without bf16: 81.05 % over five folds in 4.6 min per fold there, against 85.00 % with 96 epochs (12.5 min
-    # per fold there with round 19's texture network; README; docs/ablation.md, rounds 19 and 20). The CNN is
+    # without bf16: 81.05 % over five folds in 4.6 min per fold there, against 85.00 % with 96 epochs (composed
+    # from round 19's stored CNNs and these texture networks, not one run; round 19's folds took 12.5 min there;
+    # README; docs/ablation.md, rounds 19 and 20). The CNN is
     # scored once, at the end (30 < val_every); the texture network every 48 epochs and at the end.
     "fast": Recipe(arch_args=FAST_ARCH, epochs=30, members=2, member_variants=[{}, FAST_TEXTURE], eq_db=EQ_DB,
                    val_every=48, ensemble_mean="geometric", members_side_by_side=False),
