@@ -129,7 +129,7 @@ def combine(fs, recipe: Recipe, member_paths: list[Path], out: Path, fold: int |
             command: str, precision: str, device: str = "cpu", wall_seconds: float | None = None) -> dict:
     """Join finished member models (member k made by `recipe.member(k)` with seed `recipe.member_seed(seed, k)`)
     into one ensemble model file at `out`, scored on the held-out fold; returns its metadata."""
-    from esccli.train import predict_logits, split
+    from esccli.train import cpu_name, predict_logits, split
 
     blobs = [checkpoint.read(p) for p in member_paths]
     for k, (p, b) in enumerate(zip(member_paths, blobs)):
@@ -151,7 +151,7 @@ def combine(fs, recipe: Recipe, member_paths: list[Path], out: Path, fold: int |
                        val_loss=float(F.nll_loss(logits, y_val)))
     members = [{"seed": recipe.member_seed(seed, k), "variant": recipe.member_variant(k),
                 "metrics": b["train"]["metrics"], "seconds": b["train"]["seconds"],
-                "epochs": b["train"]["epochs_done"]} for k, b in enumerate(blobs)]
+                "epochs": b["train"]["epochs_done"], "threads": b["train"].get("threads")} for k, b in enumerate(blobs)]
     train_meta = {
         "recipe": recipe.to_dict(), "fold": fold, "seed": seed, "clips": blobs[0]["train"]["clips"],
         "clips_digest": fs.digest(),
@@ -162,6 +162,7 @@ def combine(fs, recipe: Recipe, member_paths: list[Path], out: Path, fold: int |
         # the recipe's epochs: each member's own are in `members` (the texture network's differ)
         "epochs_done": recipe.epochs, "seconds": sum(m["seconds"] for m in members), "wall_seconds": wall_seconds,
         "selected_on_fold": False, "metrics": metrics,
+        "device": device, "cpu": cpu_name(),  # where it trained (each member's thread count is in `members`)
     }
     meta = {"name": name, "model": config.to_dict(), "features": blobs[0]["features"], "classes": blobs[0]["classes"],
             "mel_basis": blobs[0]["mel_basis"], "train": train_meta}

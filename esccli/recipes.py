@@ -175,7 +175,7 @@ class Recipe:
 def _as_made(recipe: dict) -> dict:
     """A recipe dict with what does not change the recipe's weights or the recorded scores left out: how often it
     was validated, whether its members trained side by side (that changes their thread counts, which, like
-    `--jobs` and `--threads`, are not recorded or compared), and a single network's member_variants and
+    those `--jobs` and `--threads` set, are recorded but not compared), and a single network's member_variants and
     ensemble_mean (which it does not use). test_shifts change no weights but do change every recorded score, so
     they are compared: a stored score is reused only under the same ones (and so is an ensemble's ensemble_mean)."""
     recipe = {**recipe, "val_every": 1, "members_side_by_side": True}

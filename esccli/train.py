@@ -8,6 +8,7 @@ uninterrupted one on the same machine.
 import contextlib
 import math
 import os
+import platform
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -129,6 +130,17 @@ def cpu_has_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_name(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """What this CPU calls itself (Linux: the model name in /proc/cpuinfo), else what the platform says ("" if
+    nothing). Recorded with a model: its training times mean little without it."""
+    try:
+        with open(cpuinfo) as f:
+            name = next((line.split(":", 1)[1] for line in f if line.startswith("model name")), "")
+    except OSError:
+        name = ""
+    return " ".join(name.split()) or platform.processor() or platform.machine()
 
 
 def resolve_precision(precision: str, device: str, allow_bf16: bool = True) -> str:
@@ -316,6 +328,9 @@ def train(
             "clips_digest": fs.digest(),
             "parameters": count_parameters(model), "command": command, "precision": precision, "history": [],
             "created": None, "metrics": {},
+            # where it trained (the process that finished it, if resumed): the thread count changes the order of
+            # floating-point sums, so the weights bit for bit, and the CPU its times (`made` compares neither)
+            "device": device, "threads": torch.get_num_threads(), "cpu": cpu_name(),
         },
     }
 

@@ -60,8 +60,8 @@ def test_an_ensemble_is_its_members_trained_alone_and_predicts_their_mean_probab
     assert ens.meta["model"]["arch"] == "ensemble" and ens.meta["model"]["args"]["members"] == 2
     assert "member_args" in ens.meta["model"]["args"] and "member_list" not in ens.meta["model"]["args"]  # as before
     assert recipe.made(ens.meta["train"], 5, 7, ens.meta["train"]["precision"])
-    # whether the members trained side by side is not compared (it changes their thread counts, which are not
-    # recorded, as --jobs and --threads are not)
+    # whether the members trained side by side is not compared (it changes their thread counts, which are
+    # recorded, as --jobs and --threads change them, but not compared)
     assert replace(recipe, members_side_by_side=False).made(ens.meta["train"], 5, 7, ens.meta["train"]["precision"])
     assert len(ens.meta["train"]["history"]) == 6 and {h["member"] for h in ens.meta["train"]["history"]} == {1, 2}
     assert not any(member_path(ens.path, k).exists() for k in range(2))  # member files are removed

@@ -2,6 +2,7 @@ import dataclasses
 import json
 import os
 import pickle
+import platform
 import shutil
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from esccli.evaluate import check_fold, evaluate
 from esccli.metrics import category_confusion, confusion, report
 from esccli.paths import layout
 from esccli import train as train_module
-from esccli.train import TrainingInterrupted, lr_at, resolve_precision, train
+from esccli.train import TrainingInterrupted, cpu_name, lr_at, resolve_precision, train
 
 runner = CliRunner()
 
@@ -53,6 +54,20 @@ def test_model_file_carries_its_metadata(trained_model):
     assert meta["train"]["fold"] == 5 and meta["train"]["seed"] == 0
     assert meta["train"]["recipe"]["epochs"] == len(meta["train"]["history"])
     assert meta["esc_version"]
+
+
+def test_a_model_records_where_it_trained(tmp_path, synth_features):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        meta = train(synth_features, tiny_recipe(epochs=1), tmp_path / "one.pt", fold=5).meta["train"]
+    finally:
+        torch.set_num_threads(threads)
+    assert meta["threads"] == 1 and meta["device"] == "cpu" and meta["cpu"] == cpu_name()
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2\nmodel name\t: AMD  EPYC 7B13\n\nprocessor\t: 1\n")
+    assert cpu_name(str(info)) == "AMD EPYC 7B13"
+    assert cpu_name(str(tmp_path / "absent")) == (platform.processor() or platform.machine())
 
 
 def test_same_seed_same_model_and_resume_equals_uninterrupted(tmp_path, synth_features):
@@ -330,6 +345,7 @@ def test_the_fast_preset_trains_its_network_then_a_texture_network_on_all_the_co
     meta = checkpoint.read_meta(esc_home / "models" / "pair.pt")
     assert meta["model"]["args"]["member"] == "escnet+texture" and meta["model"]["args"]["mean"] == "geometric"
     assert [m["epochs"] for m in meta["train"]["members"]] == [1, 150]
+    assert [m["threads"] for m in meta["train"]["members"]] == [os.cpu_count()] * 2  # each on all the cores
     # its texture network hears the per-band statistics too (round 20)
     texture = checkpoint.load(esc_home / "models" / "pair.pt").model.members[1]
     assert texture.stats["bands"] and texture.stats["extended"]
