@@ -201,6 +201,9 @@ def test_members_trained_side_by_side_are_the_same_networks(pair, synth_features
         torch.set_num_threads(threads)
     assert states_equal(checkpoint.read(par.path)["state_dict"], checkpoint.read(seq.path)["state_dict"])
     assert par.meta["train"]["metrics"] == seq.meta["train"]["metrics"]
+    # each side-by-side process records the one thread it was given
+    assert [m["threads"] for m in par.meta["train"]["members"]] == [1, 1]
+    assert [m["threads"] for m in seq.meta["train"]["members"]] == [1, 1]
 
 
 def test_an_interrupted_ensemble_resumes_where_it_stopped(pair, synth_features, tmp_path):
