@@ -124,23 +124,24 @@ def make_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimi
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bf16 natively (Linux: the avx512_bf16 or amx_bf16 flag)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
+    flags = cpuinfo_field("flags").split()
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpuinfo_field(name: str, cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The value of the first `name` line of /proc/cpuinfo (the first CPU's), stripped; "" where there is none."""
+    try:
+        with open(cpuinfo) as f:
+            return next((line.split(":", 1)[1].strip() for line in f
+                         if line.split(":", 1)[0].strip() == name and ":" in line), "")
+    except OSError:
+        return ""
 
 
 def cpu_name(cpuinfo: str = "/proc/cpuinfo") -> str:
     """What this CPU calls itself (Linux: the model name in /proc/cpuinfo), else what the platform says ("" if
     nothing). Recorded with a model: its training times mean little without it."""
-    try:
-        with open(cpuinfo) as f:
-            name = next((line.split(":", 1)[1] for line in f if line.startswith("model name")), "")
-    except OSError:
-        name = ""
-    return " ".join(name.split()) or platform.processor() or platform.machine()
+    return " ".join(cpuinfo_field("model name", cpuinfo).split()) or platform.processor() or platform.machine()
 
 
 def resolve_precision(precision: str, device: str, allow_bf16: bool = True) -> str:

@@ -21,7 +21,7 @@ from esccli.evaluate import check_fold, evaluate
 from esccli.metrics import category_confusion, confusion, report
 from esccli.paths import layout
 from esccli import train as train_module
-from esccli.train import TrainingInterrupted, cpu_name, lr_at, resolve_precision, train
+from esccli.train import TrainingInterrupted, cpu_name, cpuinfo_field, lr_at, resolve_precision, train
 
 runner = CliRunner()
 
@@ -66,7 +66,7 @@ def test_a_model_records_where_it_trained(tmp_path, synth_features):
     assert meta["threads"] == 1 and meta["device"] == "cpu" and isinstance(meta["cpu"], str)
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu avx2\nmodel name\t: AMD  EPYC 7B13\n\nprocessor\t: 1\n")
-    assert cpu_name(str(info)) == "AMD EPYC 7B13"
+    assert cpu_name(str(info)) == "AMD EPYC 7B13" and cpuinfo_field("flags", str(info)) == "fpu avx2"
     info.write_text("processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd\n")  # no model name (some ARM CPUs)
     assert cpu_name(str(info)) == cpu_name(str(tmp_path / "absent")) == (platform.processor() or platform.machine())
 
