@@ -9,19 +9,60 @@ allowed (tests/test_benchmarks.py runs the scripts on a synthetic one): figures 
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("ESC_BENCH_DATA") or REPO.parent / "shared" / "data" / "esc50-16k")
 BENCH_HOME = Path(os.environ.get("ESC_BENCH_HOME", "/tmp/esc-bench"))
 
 
+_running: set[subprocess.Popen] = set()  # the commands run_command started that have not ended
+
+
+def run_command(cmd: list[str], env: dict | None = None, check: bool = True,
+                capture: bool = False) -> subprocess.CompletedProcess:
+    """subprocess.run, keeping the process in `_running` while it runs (so run_each can interrupt it)."""
+    pipe = subprocess.PIPE if capture else None
+    with subprocess.Popen(cmd, env=env, text=True, stdout=pipe, stderr=pipe) as p:
+        _running.add(p)
+        try:
+            out, err = p.communicate()
+        finally:
+            _running.discard(p)
+    if check and p.returncode:
+        raise subprocess.CalledProcessError(p.returncode, p.args, out, err)
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+
 def esc(*args: str, home: Path = BENCH_HOME, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ESC_HOME": str(home)}
-    return subprocess.run([sys.executable, "-m", "esccli", *args], env=env, check=check, text=True,
-                          capture_output=capture)
+    """Run `esc ARGS` with `home` as its data dir; with `capture`, its stdout and stderr are returned."""
+    return run_command([sys.executable, "-m", "esccli", *args], env={**os.environ, "ESC_HOME": str(home)},
+                       check=check, capture=capture)
+
+
+def run_each(fn: Callable, items: list[tuple], jobs: int = 1) -> None:
+    """`fn(*item)` for every item, `jobs` at a time (in threads, each running its commands with run_command).
+    After a failure or an interrupt nothing new starts; on an interrupt (Ctrl-C, or `kill -INT` of this process
+    alone) the running commands are interrupted too (an esc train saves its progress and stops). The running
+    items are waited for, then the first failure or the interrupt is raised."""
+    waiting, running = list(reversed(items)), set()  # popped from the end: in order
+    with ThreadPoolExecutor(max_workers=jobs) as pool:  # no more items handed to it than can run at once
+        try:
+            while waiting or running:
+                while waiting and len(running) < jobs:
+                    running.add(pool.submit(fn, *waiting.pop()))
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                for f in done:
+                    f.result()  # a failure: nothing new starts
+        except KeyboardInterrupt:
+            for p in list(_running):
+                p.send_signal(signal.SIGINT)
+            raise
 
 
 def prepare(home: Path = BENCH_HOME) -> Path:

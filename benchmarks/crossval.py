@@ -7,19 +7,20 @@
 
 Each fold is a separate `esc train --fold K` on the shared 16 kHz ESC-50 copy (see common.py). A fold whose model
 exists already is not retrained: its stored accuracy and training time are reported, so an interrupted
-benchmark picks up where it stopped. Wall time is the whole `esc train` process (start-up, loading the
-cached features, training, scoring the fold every `val_every` epochs, saving). An interrupted fold (a resume
-file, or some members of an ensemble recipe done) is resumed, not started over; its wall time then covers only
-what was left.
+benchmark picks up where it stopped. After a fold fails or is interrupted, no other fold starts. Wall time is
+the whole `esc train` process (start-up, loading the cached features, training, scoring the fold every
+`val_every` epochs, saving). An interrupted fold (a resume file, or some members of an ensemble recipe done) is
+resumed, not started over; its wall time then covers only what was left.
 """
 
 import argparse
 import json
 import os
+import subprocess
+import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
-from common import BENCH_HOME, epoch_lines, esc, median, peak_rss_gb, prepare, resumable
+from common import BENCH_HOME, epoch_lines, esc, median, peak_rss_gb, prepare, resumable, run_each
 
 from esccli import checkpoint, paths
 from esccli.features import PRESETS
@@ -87,9 +88,16 @@ def main() -> None:
         print(f"fold {k}: {out['val_acc']:.2%} in {wall / 60:.1f} min wall ({loops} min training loop"
               + (f", {args.jobs} folds at a time" if args.jobs > 1 else "") + ")", flush=True)
 
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for f in [pool.submit(run, k, name) for k, name in todo]:
-            f.result()
+    try:
+        run_each(run, todo, args.jobs)
+    except KeyboardInterrupt:
+        print("interrupted: finished folds and each started fold's progress are kept in "
+              f"{BENCH_HOME}/models; run the same command to resume", file=sys.stderr)
+        sys.exit(130)
+    except subprocess.CalledProcessError as e:
+        print((e.stderr or "").rstrip()[-2000:], file=sys.stderr)
+        sys.exit(f"a fold failed ({' '.join(e.cmd[2:])}: exit status {e.returncode}); the folds queued after it "
+                 "were not started")
     mean, std = mean_std([a for a, _ in results.values()])
     walls = [w for _, w in results.values() if w]
     print("per fold: " + ", ".join(f"{k}: {results[k][0]:.2%}" for k in sorted(results)))

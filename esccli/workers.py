@@ -3,8 +3,11 @@
 One fresh spawned process per task, each exiting as soon as the process that started it is gone. No more tasks
 are handed to the pool than can run at once, so Ctrl-C reaches every task that has started (it goes to the whole
 process group): they save their last finished epoch and stop, the others never start, and `interrupted` is
-raised. Workers waiting for a task ignore Ctrl-C (no traceback from an idle process). After a failure no new
-task starts; the running ones finish, then the failure is raised.
+raised. An interrupt sent to the starting process alone (`kill -INT`, as a job manager does) is passed on to the
+running tasks, so it stops them too rather than waiting for them to end; a task stops on the first interrupt and
+ignores any more (the terminal's and the passed-on one arrive together). Workers waiting for a task ignore Ctrl-C
+(no traceback from an idle process). After a failure no new task starts; the running ones finish, then the
+failure is raised.
 """
 
 import multiprocessing
@@ -49,6 +52,7 @@ def run_side_by_side(fn: Callable, tasks: list[tuple], jobs: int, interrupted: E
                 if on_result:
                     on_result(i, result)
     except KeyboardInterrupt:
+        _interrupt_children()
         pool.shutdown(wait=True, cancel_futures=True)
         raise interrupted from None
     except BaseException:
@@ -61,7 +65,21 @@ def _ignore_ctrl_c() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _interrupt_children() -> None:
+    """Send an interrupt to this process's worker processes: running tasks stop, idle workers ignore it."""
+    for p in multiprocessing.active_children():
+        try:
+            os.kill(p.pid, signal.SIGINT)
+        except ProcessLookupError:  # it ended meanwhile
+            pass
+
+
+def _interrupt_once(signum, frame) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def _run(fn: Callable, task: tuple):
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # a running task stops on Ctrl-C (and saves)
+    signal.signal(signal.SIGINT, _interrupt_once)  # a running task stops on the first Ctrl-C (its progress is saved)
     exit_with_parent()
     return fn(*task)

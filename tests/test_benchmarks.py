@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -222,3 +223,61 @@ def test_member_eval_scores_each_member_over_the_test_shifts():
     y = torch.tensor([1])
     assert member_accuracies(ens, x, y, [1])[0] == [0.0]
     assert member_accuracies(ens, x, y, [1], shifts=[-1, 0, 1])[0] == [1.0]
+
+
+def _common():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import common
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return common
+
+
+SLEEPER = """import pathlib, sys, time
+pathlib.Path(sys.argv[1]).touch()
+try:
+    time.sleep(60)
+    pathlib.Path(sys.argv[2] + "-ran-to-the-end").touch()
+except KeyboardInterrupt:
+    pathlib.Path(sys.argv[2]).touch()
+"""
+
+
+def test_run_each_starts_nothing_after_a_failure_and_raises_it(tmp_path):
+    common = _common()
+
+    def fold(i):
+        if i == 0:
+            raise subprocess.CalledProcessError(3, ["esc", "train"])
+        (tmp_path / str(i)).touch()
+
+    with pytest.raises(subprocess.CalledProcessError):
+        common.run_each(fold, [(i,) for i in range(4)], jobs=1)
+    assert not any(tmp_path.iterdir())  # folds 1-3 never started
+
+
+def test_run_each_on_an_interrupt_interrupts_the_running_commands_and_starts_no_more(tmp_path):
+    """What `kill -INT` of crossval.py alone does (not its process group, as Ctrl-C): item 0's command, running
+    beside, is interrupted rather than run to its end; item 2, queued, never starts."""
+    common = _common()
+    running, stopped = tmp_path / "running", tmp_path / "stopped"
+
+    def fold(i):
+        if i == 0:
+            common.run_command([sys.executable, "-c", SLEEPER, str(running), str(stopped)], check=False)
+        elif i == 1:
+            for _ in range(3000):
+                if running.exists():
+                    break
+                time.sleep(0.02)
+            raise KeyboardInterrupt
+        else:
+            (tmp_path / "2-started").touch()
+
+    t = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        common.run_each(fold, [(0,), (1,), (2,)], jobs=2)
+    assert stopped.exists() and not (tmp_path / "stopped-ran-to-the-end").exists()
+    assert not (tmp_path / "2-started").exists()
+    assert time.monotonic() - t < 50

@@ -1,5 +1,6 @@
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,38 @@ def fail_first(folder: str, i: int) -> None:
     mark(folder, i)
 
 
-def stops_on_ctrl_c() -> bool:
-    return signal.getsignal(signal.SIGINT) is signal.default_int_handler
+def interrupted_twice() -> str:
+    """Ctrl-C in a running task: the first stops it, a second (the terminal's and a passed-on one together) is
+    ignored while it stops."""
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+        return "ran on"
+    except KeyboardInterrupt:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)  # a second KeyboardInterrupt would be raised here
+        return "stopped once"
+
+
+def wait_for(path: Path, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def long_task(folder: str, i: int) -> None:
+    """Task 0 ends once task 1 runs; task 1 runs for a minute unless interrupted, and says which."""
+    folder = Path(folder)
+    if i == 0:
+        wait_for(folder / "1-running")
+        return
+    (folder / "1-running").touch()
+    try:
+        time.sleep(60)
+        (folder / "1-ran-to-the-end").touch()
+    except KeyboardInterrupt:
+        (folder / "1-interrupted").touch()
+        raise
 
 
 def test_each_task_runs_in_a_process_of_its_own_and_reports_by_index():
@@ -30,8 +61,8 @@ def test_each_task_runs_in_a_process_of_its_own_and_reports_by_index():
     run_side_by_side(os.getpid, [()] * 3, 2, EscError("interrupted"), on_result=pids.__setitem__)
     assert len(set(pids.values())) == 3 and os.getpid() not in pids.values()
     flags = {}
-    run_side_by_side(stops_on_ctrl_c, [()], 1, EscError("interrupted"), on_result=flags.__setitem__)
-    assert flags == {0: True}  # a running task stops on Ctrl-C (idle workers ignore it: checked by hand only)
+    run_side_by_side(interrupted_twice, [()], 1, EscError("interrupted"), on_result=flags.__setitem__)
+    assert flags == {0: "stopped once"}  # a running task stops on Ctrl-C (idle workers ignore it: checked by hand)
 
 
 def test_after_a_failure_no_new_task_starts_and_the_failure_is_raised(tmp_path):
@@ -52,3 +83,18 @@ def test_ctrl_c_starts_nothing_new_and_raises_the_given_error(tmp_path):
                          on_result=on_result)
     assert done == [0]
     assert {int(p.name) for p in tmp_path.iterdir()} == {0}  # only the task that ran; none queued behind it
+
+
+def test_an_interrupt_of_the_waiting_process_alone_stops_the_running_tasks(tmp_path):
+    """`kill -INT` sent to the process that waits (not to its whole group, as Ctrl-C is): the running task is
+    interrupted too, rather than running to its end while the waiting process waits for it."""
+
+    def on_result(i, r):
+        raise KeyboardInterrupt  # the interrupt reaches the waiting process only
+
+    t = time.monotonic()
+    with pytest.raises(EscError, match="stopped"):
+        run_side_by_side(long_task, [(str(tmp_path), 0), (str(tmp_path), 1)], 2, EscError("stopped"),
+                         on_result=on_result)
+    assert (tmp_path / "1-interrupted").exists() and not (tmp_path / "1-ran-to-the-end").exists()
+    assert time.monotonic() - t < 50
