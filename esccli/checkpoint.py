@@ -7,7 +7,9 @@ reads it and a crafted pickle cannot run code:
     model:    ModelConfig as a dict (architecture, its arguments, input size, number of classes)
     features: FeatureParams as a dict
     classes:  the class names, in output order
-    train:    recipe, held-out fold (None when trained on everything), seed, history, metrics, date, command
+    train:    recipe, held-out fold (None when trained on everything), seed, history, metrics, date, command,
+              precision, and where it trained: device, cpu (its name) and threads (an ensemble: each member's,
+              in members)
     state_dict, state_sha256 (a checksum of the weights, checked on load)
     optimizer, and ema (the moving average of the weights, when the recipe keeps one): resume files only
 """
