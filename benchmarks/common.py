@@ -12,6 +12,7 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Callable
@@ -22,17 +23,33 @@ BENCH_HOME = Path(os.environ.get("ESC_BENCH_HOME", "/tmp/esc-bench"))
 
 
 _running: set[subprocess.Popen] = set()  # the commands run_command started that have not ended
+_stopping = threading.Event()  # set by run_each when interrupted: run_command starts nothing more
+_lock = threading.Lock()
 
 
 def run_command(cmd: list[str], env: dict | None = None, check: bool = True,
                 capture: bool = False) -> subprocess.CompletedProcess:
-    """subprocess.run, keeping the process in `_running` while it runs (so run_each can interrupt it)."""
+    """Run `cmd` and wait for it, as subprocess.run does, keeping it in `_running` meanwhile (run_each interrupts
+    the commands there). Interrupted here, it interrupts the command and waits for it to stop; on any other
+    exception, it kills it."""
     pipe = subprocess.PIPE if capture else None
-    with subprocess.Popen(cmd, env=env, text=True, stdout=pipe, stderr=pipe) as p:
+    with _lock:
+        if _stopping.is_set():
+            raise KeyboardInterrupt
+        p = subprocess.Popen(cmd, env=env, text=True, stdout=pipe, stderr=pipe)
         _running.add(p)
-        try:
-            out, err = p.communicate()
-        finally:
+    try:
+        out, err = p.communicate()
+    except KeyboardInterrupt:
+        p.send_signal(signal.SIGINT)
+        p.communicate()
+        raise
+    except BaseException:
+        p.kill()
+        p.communicate()
+        raise
+    finally:
+        with _lock:
             _running.discard(p)
     if check and p.returncode:
         raise subprocess.CalledProcessError(p.returncode, p.args, out, err)
@@ -47,22 +64,39 @@ def esc(*args: str, home: Path = BENCH_HOME, check: bool = True, capture: bool =
 
 def run_each(fn: Callable, items: list[tuple], jobs: int = 1) -> None:
     """`fn(*item)` for every item, `jobs` at a time (in threads, each running its commands with run_command).
-    After a failure or an interrupt nothing new starts; on an interrupt (Ctrl-C, or `kill -INT` of this process
-    alone) the running commands are interrupted too (an esc train saves its progress and stops). The running
-    items are waited for, then the first failure or the interrupt is raised."""
+    After a failure or an interrupt nothing new starts. On an interrupt (Ctrl-C, or `kill -INT` of this process
+    alone), now or while the running items finish after a failure, the running commands are interrupted too (an
+    esc train stops, keeping its last finished epoch) and no command starts any more. The running items are waited
+    for, then the first failure (else the interrupt) is raised."""
+    _stopping.clear()
     waiting, running = list(reversed(items)), set()  # popped from the end: in order
-    with ThreadPoolExecutor(max_workers=jobs) as pool:  # no more items handed to it than can run at once
-        try:
-            while waiting or running:
-                while waiting and len(running) < jobs:
-                    running.add(pool.submit(fn, *waiting.pop()))
-                done, running = wait(running, return_when=FIRST_COMPLETED)
-                for f in done:
-                    f.result()  # a failure: nothing new starts
-        except KeyboardInterrupt:
-            for p in list(_running):
-                p.send_signal(signal.SIGINT)
-            raise
+    pool = ThreadPoolExecutor(max_workers=jobs)  # no more items handed to it than can run at once
+    try:
+        while waiting or running:
+            while waiting and len(running) < jobs:
+                running.add(pool.submit(fn, *waiting.pop()))
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            for f in done:
+                f.result()  # a failure: nothing new starts
+    except KeyboardInterrupt:
+        _interrupt_commands()
+        raise
+    finally:
+        while running:  # wait for the running items (on their futures: an interrupted Thread.join may not resume)
+            try:
+                wait(running)
+                break
+            except KeyboardInterrupt:  # meanwhile: their commands are interrupted, and the wait goes on
+                _interrupt_commands()
+        pool.shutdown(wait=True)
+
+
+def _interrupt_commands() -> None:
+    """Interrupt the running commands, and have run_command start no more."""
+    with _lock:
+        _stopping.set()
+        for p in _running:
+            p.send_signal(signal.SIGINT)
 
 
 def prepare(home: Path = BENCH_HOME) -> Path:

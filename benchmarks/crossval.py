@@ -91,13 +91,13 @@ def main() -> None:
     try:
         run_each(run, todo, args.jobs)
     except KeyboardInterrupt:
-        print("interrupted: finished folds and each started fold's progress are kept in "
+        print(f"interrupted: finished folds, and each started fold's last finished epoch, are kept in "
               f"{BENCH_HOME}/models; run the same command to resume", file=sys.stderr)
         sys.exit(130)
-    except subprocess.CalledProcessError as e:
-        print((e.stderr or "").rstrip()[-2000:], file=sys.stderr)
-        sys.exit(f"a fold failed ({' '.join(e.cmd[2:])}: exit status {e.returncode}); the folds queued after it "
-                 "were not started")
+    except subprocess.CalledProcessError as e:  # esc train's own message, then which fold it was
+        if (e.stderr or "").strip():
+            print(e.stderr.rstrip()[-2000:], file=sys.stderr)
+        sys.exit(f"a fold failed ({' '.join(e.cmd[2:])}: exit status {e.returncode}); no fold was started after it")
     mean, std = mean_std([a for a, _ in results.values()])
     walls = [w for _, w in results.values() if w]
     print("per fold: " + ", ".join(f"{k}: {results[k][0]:.2%}" for k in sorted(results)))

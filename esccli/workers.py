@@ -2,12 +2,13 @@
 
 One fresh spawned process per task, each exiting as soon as the process that started it is gone. No more tasks
 are handed to the pool than can run at once, so Ctrl-C reaches every task that has started (it goes to the whole
-process group): they save their last finished epoch and stop, the others never start, and `interrupted` is
-raised. An interrupt sent to the starting process alone (`kill -INT`, as a job manager does) is passed on to the
-running tasks, so it stops them too rather than waiting for them to end; a task stops on the first interrupt and
-ignores any more (the terminal's and the passed-on one arrive together). Workers waiting for a task ignore Ctrl-C
-(no traceback from an idle process). After a failure no new task starts; the running ones finish, then the
-failure is raised.
+process group): they stop, keeping what they saved (a training: its last finished epoch), the others never
+start, and `interrupted` is raised. An interrupt sent to the starting process alone (by a program that started
+it, as benchmarks/crossval.py does) is passed on to the tasks, so it stops them too rather than waiting for them
+to end. A task stops on the first interrupt and ignores any more (Ctrl-C and the passed-on one arrive together);
+one that was still starting up when it came stops as it begins. Workers waiting for a task ignore Ctrl-C (no
+traceback from an idle or starting process). After a failure no new task starts; the running ones finish, then
+the failure is raised.
 """
 
 import multiprocessing
@@ -36,15 +37,18 @@ def run_side_by_side(fn: Callable, tasks: list[tuple], jobs: int, interrupted: E
                      on_result: Callable[[int, object], None] | None = None) -> None:
     """Run `fn(*task)` for every task, `jobs` at a time, each in a new process; `on_result(i, result)` is called
     in this process as task i finishes. `fn` must be importable (a module-level function)."""
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                               max_tasks_per_child=1, initializer=_ignore_ctrl_c)
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()  # set once interrupted: a task that had not yet started when told to stop, stops
+    others = set(multiprocessing.active_children())  # this process's children that are not the pool's
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, max_tasks_per_child=1,
+                               initializer=_start_worker, initargs=(stop,))
     waiting = list(reversed(list(enumerate(tasks))))  # popped from the end: in order
     running = {}
     try:
         while waiting or running:
             while waiting and len(running) < jobs:
                 i, task = waiting.pop()
-                running[pool.submit(_run, fn, task)] = i
+                running[_submit(pool, fn, task)] = i
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for f in done:
                 i = running.pop(f)
@@ -52,26 +56,61 @@ def run_side_by_side(fn: Callable, tasks: list[tuple], jobs: int, interrupted: E
                 if on_result:
                     on_result(i, result)
     except KeyboardInterrupt:
-        _interrupt_children()
-        pool.shutdown(wait=True, cancel_futures=True)
+        _stop_tasks(pool, stop, others)
         raise interrupted from None
     except BaseException:
+        try:
+            wait(running)  # the running tasks finish
+        except KeyboardInterrupt:  # unless interrupted meanwhile; the failure is still what is raised
+            _stop_tasks(pool, stop, others)
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
 
 
-def _ignore_ctrl_c() -> None:
+def _submit(pool: ProcessPoolExecutor, fn: Callable, task: tuple):
+    """pool.submit with Ctrl-C held back meanwhile in this thread. A worker process the pool starts (here or in
+    its manager thread, created by the first submit) inherits that: Ctrl-C cannot reach it while it starts up, and
+    its initializer ignores it. (A Ctrl-C held back reaches this process as soon as the submit returns.)"""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows
+        return pool.submit(_run, fn, task)
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        return pool.submit(_run, fn, task)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def _stop_tasks(pool: ProcessPoolExecutor, stop, others: set) -> None:
+    """Interrupted: stop the running tasks and any about to start, and wait for them. The pool's processes are
+    sent an interrupt (running tasks stop on it, idle workers ignore it); a second Ctrl-C meanwhile is ignored, so
+    the wait is not cut short."""
+    main = threading.current_thread() is threading.main_thread()  # only the main thread may set handlers
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        stop.set()
+        for p in set(multiprocessing.active_children()) - others:
+            try:
+                os.kill(p.pid, signal.SIGINT)
+            except ProcessLookupError:  # it ended meanwhile
+                pass
+        pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, before)
+
+
+_stop = None  # in a worker process: the pool's stop event
+
+
+def _start_worker(stop) -> None:
+    """A worker process's initializer: Ctrl-C ignored while it waits for a task (no traceback from an idle
+    process), then no longer held back (_submit)."""
+    global _stop
+    _stop = stop
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _interrupt_children() -> None:
-    """Send an interrupt to this process's worker processes: running tasks stop, idle workers ignore it."""
-    for p in multiprocessing.active_children():
-        try:
-            os.kill(p.pid, signal.SIGINT)
-        except ProcessLookupError:  # it ended meanwhile
-            pass
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _interrupt_once(signum, frame) -> None:
@@ -80,6 +119,13 @@ def _interrupt_once(signum, frame) -> None:
 
 
 def _run(fn: Callable, task: tuple):
-    signal.signal(signal.SIGINT, _interrupt_once)  # a running task stops on the first Ctrl-C (its progress is saved)
+    # a running task stops on the first Ctrl-C and ignores any more; it keeps what it saved (a training: its last
+    # finished epoch, in its resume file)
+    signal.signal(signal.SIGINT, _interrupt_once)
+    if _stop is not None and _stop.is_set():  # told to stop before it could hear it
+        raise KeyboardInterrupt
     exit_with_parent()
-    return fn(*task)
+    try:
+        return fn(*task)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # done: an interrupt now would only cut short its exit

@@ -4,8 +4,10 @@ epochs: their figures here mean nothing, but what they print, store and reuse is
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -257,27 +259,61 @@ def test_run_each_starts_nothing_after_a_failure_and_raises_it(tmp_path):
     assert not any(tmp_path.iterdir())  # folds 1-3 never started
 
 
+def _interrupt_me_once_running(running: Path) -> threading.Thread:
+    """`kill -INT` of this process alone (not its process group, as Ctrl-C is) once `running` exists."""
+    def go():
+        for _ in range(3000):
+            if running.exists():
+                break
+            time.sleep(0.02)
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    return t
+
+
 def test_run_each_on_an_interrupt_interrupts_the_running_commands_and_starts_no_more(tmp_path):
-    """What `kill -INT` of crossval.py alone does (not its process group, as Ctrl-C): item 0's command, running
-    beside, is interrupted rather than run to its end; item 2, queued, never starts."""
+    """What `kill -INT` of crossval.py alone does: fold 0's command is interrupted rather than run to its end (the
+    signal reaches this process only); fold 1, queued, never starts, and no command starts after it."""
     common = _common()
     running, stopped = tmp_path / "running", tmp_path / "stopped"
 
     def fold(i):
         if i == 0:
             common.run_command([sys.executable, "-c", SLEEPER, str(running), str(stopped)], check=False)
-        elif i == 1:
+        else:
+            (tmp_path / "1-started").touch()
+
+    t = time.monotonic()
+    _interrupt_me_once_running(running)
+    with pytest.raises(KeyboardInterrupt):
+        common.run_each(fold, [(0,), (1,)], jobs=1)
+    assert stopped.exists() and not (tmp_path / "stopped-ran-to-the-end").exists()
+    assert not (tmp_path / "1-started").exists()
+    with pytest.raises(KeyboardInterrupt):  # what a thread still running an item would try next
+        common.run_command([sys.executable, "-c", "pass"])
+    assert time.monotonic() - t < 50
+
+
+def test_run_each_interrupted_while_it_waits_after_a_failure_interrupts_and_raises_the_failure(tmp_path):
+    common = _common()
+    running, stopped = tmp_path / "running", tmp_path / "stopped"
+
+    def fold(i):
+        if i == 0:
+            common.run_command([sys.executable, "-c", SLEEPER, str(running), str(stopped)], check=False)
+        else:
             for _ in range(3000):
                 if running.exists():
                     break
                 time.sleep(0.02)
-            raise KeyboardInterrupt
-        else:
-            (tmp_path / "2-started").touch()
+            _interrupt_me_once_running(running)  # comes 0.2 s later, while run_each waits for fold 0
+            raise subprocess.CalledProcessError(3, ["esc", "train"])
 
     t = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        common.run_each(fold, [(0,), (1,), (2,)], jobs=2)
+    with pytest.raises(subprocess.CalledProcessError):
+        common.run_each(fold, [(0,), (1,)], jobs=2)
     assert stopped.exists() and not (tmp_path / "stopped-ran-to-the-end").exists()
-    assert not (tmp_path / "2-started").exists()
     assert time.monotonic() - t < 50

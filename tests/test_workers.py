@@ -44,8 +44,8 @@ def long_task(folder: str, i: int) -> None:
     if i == 0:
         wait_for(folder / "1-running")
         return
-    (folder / "1-running").touch()
     try:
+        (folder / "1-running").touch()
         time.sleep(60)
         (folder / "1-ran-to-the-end").touch()
     except KeyboardInterrupt:
@@ -98,3 +98,25 @@ def test_an_interrupt_of_the_waiting_process_alone_stops_the_running_tasks(tmp_p
                          on_result=on_result)
     assert (tmp_path / "1-interrupted").exists() and not (tmp_path / "1-ran-to-the-end").exists()
     assert time.monotonic() - t < 50
+
+
+def test_a_task_told_to_stop_before_it_could_hear_it_does_not_run(monkeypatch):
+    """A worker that was still starting up (Ctrl-C held back, then ignored) when the pool was interrupted: its
+    task stops as it begins, instead of running to its end."""
+    import multiprocessing
+
+    from esccli import workers
+
+    stop = multiprocessing.get_context("spawn").Event()
+    monkeypatch.setattr(workers, "_stop", stop)
+    monkeypatch.setattr(workers, "exit_with_parent", lambda: None)  # this process has no pool to outlive
+    before = signal.getsignal(signal.SIGINT)
+    ran = []
+    try:
+        assert workers._run(ran.append, ("ran",)) is None and ran == ["ran"]
+        stop.set()
+        with pytest.raises(KeyboardInterrupt):
+            workers._run(ran.append, ("ran again",))
+        assert ran == ["ran"]
+    finally:
+        signal.signal(signal.SIGINT, before)
