@@ -151,7 +151,8 @@ def combine(fs, recipe: Recipe, member_paths: list[Path], out: Path, fold: int |
                        val_loss=float(F.nll_loss(logits, y_val)))
     members = [{"seed": recipe.member_seed(seed, k), "variant": recipe.member_variant(k),
                 "metrics": b["train"]["metrics"], "seconds": b["train"]["seconds"],
-                "epochs": b["train"]["epochs_done"], "threads": b["train"].get("threads")} for k, b in enumerate(blobs)]
+                "epochs": b["train"]["epochs_done"], "threads": b["train"].get("threads"), "cpu": b["train"].get("cpu")}
+               for k, b in enumerate(blobs)]
     train_meta = {
         "recipe": recipe.to_dict(), "fold": fold, "seed": seed, "clips": blobs[0]["train"]["clips"],
         "clips_digest": fs.digest(),
@@ -162,7 +163,9 @@ def combine(fs, recipe: Recipe, member_paths: list[Path], out: Path, fold: int |
         # the recipe's epochs: each member's own are in `members` (the texture network's differ)
         "epochs_done": recipe.epochs, "seconds": sum(m["seconds"] for m in members), "wall_seconds": wall_seconds,
         "selected_on_fold": False, "metrics": metrics,
-        "device": device, "cpu": cpu_name(),  # where it trained (each member's thread count is in `members`)
+        # where it was joined (each member's CPU and thread count are in `members`: a resumed ensemble's members may
+        # have trained on other machines)
+        "device": device, "cpu": cpu_name(),
     }
     meta = {"name": name, "model": config.to_dict(), "features": blobs[0]["features"], "classes": blobs[0]["classes"],
             "mel_basis": blobs[0]["mel_basis"], "train": train_meta}

@@ -190,11 +190,14 @@ def test_esc_models_shows_an_ensemble_as_its_networks(pair, esc_home):
     assert r.exit_code == 0 and "2 x escnet" in r.output
 
 
-def test_members_trained_side_by_side_are_the_same_networks(pair, synth_features, tmp_path):
+def test_members_trained_side_by_side_are_the_same_networks(pair, synth_features, tmp_path, monkeypatch):
     recipe = pair[0]
     par = train(synth_features, recipe, tmp_path / "par.pt", fold=5, seed=7, member_jobs=2, member_threads=1)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the same thread count as each side-by-side process: the same sums, the same weights
+    # as if each member, and the join, ran on a machine of its own (a resumed ensemble's may have)
+    machines = iter(["CPU of member 1", "CPU of member 2", "CPU that joined them"])
+    monkeypatch.setattr("esccli.train.cpu_name", lambda: next(machines))
     try:
         seq = train(synth_features, recipe, tmp_path / "seq.pt", fold=5, seed=7)
     finally:
@@ -204,6 +207,8 @@ def test_members_trained_side_by_side_are_the_same_networks(pair, synth_features
     # each side-by-side process records the one thread it was given
     assert [m["threads"] for m in par.meta["train"]["members"]] == [1, 1]
     assert [m["threads"] for m in seq.meta["train"]["members"]] == [1, 1]
+    assert [m["cpu"] for m in seq.meta["train"]["members"]] == ["CPU of member 1", "CPU of member 2"]
+    assert seq.meta["train"]["cpu"] == "CPU that joined them"
 
 
 def test_an_interrupted_ensemble_resumes_where_it_stopped(pair, synth_features, tmp_path):
