@@ -97,7 +97,7 @@ def main() -> None:
     except subprocess.CalledProcessError as e:  # esc train's own message, then which fold it was
         if (e.stderr or "").strip():
             print(e.stderr.rstrip()[-2000:], file=sys.stderr)
-        sys.exit(f"a fold failed ({' '.join(e.cmd[2:])}: exit status {e.returncode}); no fold was started after it")
+        sys.exit(f"a fold failed (esc {' '.join(e.cmd[3:])}: exit status {e.returncode}); no fold was started after it")
     mean, std = mean_std([a for a, _ in results.values()])
     walls = [w for _, w in results.values() if w]
     print("per fold: " + ", ".join(f"{k}: {results[k][0]:.2%}" for k in sorted(results)))

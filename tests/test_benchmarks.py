@@ -259,38 +259,44 @@ def test_run_each_starts_nothing_after_a_failure_and_raises_it(tmp_path):
     assert not any(tmp_path.iterdir())  # folds 1-3 never started
 
 
-def _interrupt_me_once_running(running: Path) -> threading.Thread:
-    """`kill -INT` of this process alone (not its process group, as Ctrl-C is) once `running` exists."""
+def _wait_for(path: Path, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _interrupt_me_once(running: Path) -> None:
+    """`kill -INT` of this process alone (not its process group, as Ctrl-C is), 0.2 s after `running` exists."""
     def go():
-        for _ in range(3000):
-            if running.exists():
-                break
-            time.sleep(0.02)
+        _wait_for(running)
         time.sleep(0.2)
         os.kill(os.getpid(), signal.SIGINT)
 
-    t = threading.Thread(target=go, daemon=True)
-    t.start()
-    return t
+    threading.Thread(target=go, daemon=True).start()
+
+
+def _sleeper(common, folder: Path) -> None:
+    """Runs SLEEPER through run_command: it makes folder/running, then folder/stopped if interrupted (or
+    folder/stopped-ran-to-the-end after a minute)."""
+    common.run_command([sys.executable, "-c", SLEEPER, str(folder / "running"), str(folder / "stopped")], check=False)
 
 
 def test_run_each_on_an_interrupt_interrupts_the_running_commands_and_starts_no_more(tmp_path):
     """What `kill -INT` of crossval.py alone does: fold 0's command is interrupted rather than run to its end (the
     signal reaches this process only); fold 1, queued, never starts, and no command starts after it."""
     common = _common()
-    running, stopped = tmp_path / "running", tmp_path / "stopped"
 
     def fold(i):
         if i == 0:
-            common.run_command([sys.executable, "-c", SLEEPER, str(running), str(stopped)], check=False)
+            _sleeper(common, tmp_path)
         else:
             (tmp_path / "1-started").touch()
 
     t = time.monotonic()
-    _interrupt_me_once_running(running)
+    _interrupt_me_once(tmp_path / "running")
     with pytest.raises(KeyboardInterrupt):
         common.run_each(fold, [(0,), (1,)], jobs=1)
-    assert stopped.exists() and not (tmp_path / "stopped-ran-to-the-end").exists()
+    assert (tmp_path / "stopped").exists() and not (tmp_path / "stopped-ran-to-the-end").exists()
     assert not (tmp_path / "1-started").exists()
     with pytest.raises(KeyboardInterrupt):  # what a thread still running an item would try next
         common.run_command([sys.executable, "-c", "pass"])
@@ -299,21 +305,17 @@ def test_run_each_on_an_interrupt_interrupts_the_running_commands_and_starts_no_
 
 def test_run_each_interrupted_while_it_waits_after_a_failure_interrupts_and_raises_the_failure(tmp_path):
     common = _common()
-    running, stopped = tmp_path / "running", tmp_path / "stopped"
 
     def fold(i):
         if i == 0:
-            common.run_command([sys.executable, "-c", SLEEPER, str(running), str(stopped)], check=False)
+            _sleeper(common, tmp_path)
         else:
-            for _ in range(3000):
-                if running.exists():
-                    break
-                time.sleep(0.02)
-            _interrupt_me_once_running(running)  # comes 0.2 s later, while run_each waits for fold 0
+            _wait_for(tmp_path / "running")
+            _interrupt_me_once(tmp_path / "running")  # comes 0.2 s later, while run_each waits for fold 0
             raise subprocess.CalledProcessError(3, ["esc", "train"])
 
     t = time.monotonic()
     with pytest.raises(subprocess.CalledProcessError):
         common.run_each(fold, [(0,), (1,)], jobs=2)
-    assert stopped.exists() and not (tmp_path / "stopped-ran-to-the-end").exists()
+    assert (tmp_path / "stopped").exists() and not (tmp_path / "stopped-ran-to-the-end").exists()
     assert time.monotonic() - t < 50
