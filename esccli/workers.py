@@ -5,10 +5,10 @@ are handed to the pool than can run at once, so Ctrl-C reaches every task that h
 process group): they stop, keeping what they saved (a training: its last finished epoch), the others never
 start, and `interrupted` is raised. An interrupt sent to the starting process alone (by a program that started
 it, as benchmarks/crossval.py does) is passed on to the tasks, so it stops them too rather than waiting for them
-to end. A task stops on the first interrupt and ignores any more (Ctrl-C and the passed-on one arrive together);
-one that was still starting up when it came stops as it begins. Workers waiting for a task ignore Ctrl-C (no
-traceback from an idle or starting process). After a failure no new task starts; the running ones finish, then
-the failure is raised.
+to end. A task stops on the first interrupt (or SIGTERM) and ignores any more (Ctrl-C and the passed-on one
+arrive together); one that was still starting up when it came stops as it begins. Workers waiting for a task
+ignore Ctrl-C (no traceback from an idle or starting process). After a failure no new task starts; the running
+ones finish, then the failure is raised.
 """
 
 import multiprocessing
@@ -18,6 +18,8 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Callable
+
+from esccli.interrupts import ignore, ignore_from_now_on
 
 
 def exit_with_parent() -> None:
@@ -86,7 +88,7 @@ def _stop_tasks(pool: ProcessPoolExecutor, stop, others: set) -> None:
     sent an interrupt (running tasks stop on it, idle workers ignore it); a second Ctrl-C meanwhile is ignored, so
     the wait is not cut short."""
     main = threading.current_thread() is threading.main_thread()  # only the main thread may set handlers
-    before = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    before = signal.signal(signal.SIGINT, ignore) if main else None
     try:
         stop.set()
         for p in set(multiprocessing.active_children()) - others:
@@ -114,18 +116,19 @@ def _start_worker(stop) -> None:
 
 
 def _interrupt_once(signum, frame) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ignore_from_now_on()
     raise KeyboardInterrupt
 
 
 def _run(fn: Callable, task: tuple):
-    # a running task stops on the first Ctrl-C and ignores any more; it keeps what it saved (a training: its last
-    # finished epoch, in its resume file)
+    # a running task stops on the first Ctrl-C or SIGTERM (sent to the whole process group, it reaches the tasks
+    # too) and ignores any more; it keeps what it saved (a training: its last finished epoch, in its resume file)
     signal.signal(signal.SIGINT, _interrupt_once)
+    signal.signal(signal.SIGTERM, _interrupt_once)
     if _stop is not None and _stop.is_set():  # told to stop before it could hear it
         raise KeyboardInterrupt
     exit_with_parent()
     try:
         return fn(*task)
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # done: an interrupt now would only cut short its exit
+        ignore_from_now_on()  # done: an interrupt now would only cut short its exit

@@ -158,7 +158,9 @@ def exit_codes() -> list[str]:
             if code == 1 else "Errors of kind " + ", ".join(sorted(codes[code]))
         lines += [".TP", bold(str(code)), esc_text(what + "; esc prints it as one line on standard error.")]
     lines += [".TP", bold("2"), "A command-line usage error (unknown option, bad value).",
-              ".TP", bold("130"), "Interrupted (Ctrl-C)."]
+              ".TP", bold("130"), "Interrupted (Ctrl-C).", ".TP", bold("143"),
+              "Stopped by SIGTERM (kill, timeout, a job scheduler); as with Ctrl-C, a training keeps its last "
+              "finished epoch for --resume."]
     return lines
 
 

@@ -19,6 +19,7 @@ except ImportError:
 from esccli import __version__
 from esccli.cli import common
 from esccli.errors import EscError
+from esccli.interrupts import StopOnSignals
 
 
 class OneLineUsageError(UsageError):
@@ -48,16 +49,20 @@ class EscGroup(TyperGroup):
             raise _one_line(e) from None
 
     def invoke(self, ctx):
+        with StopOnSignals() as stop:  # SIGTERM stops a command as Ctrl-C does
+            return self._invoke(ctx, stop)
+
+    def _invoke(self, ctx, stop):
         try:
             return super().invoke(ctx)
         except UsageError as e:  # a subcommand's name, options or arguments
             raise _one_line(e) from None
         except EscError as e:
             common.error_line(str(e))
-            raise typer.Exit(e.exit_code) from None
+            raise typer.Exit(stop.exit_code if e.exit_code == 130 else e.exit_code) from None
         except KeyboardInterrupt:
-            common.error_line("interrupted")
-            raise typer.Exit(130) from None
+            common.error_line("terminated" if stop.terminated else "interrupted")
+            raise typer.Exit(stop.exit_code) from None
         except BrokenPipeError:  # `esc predict ... | head`: click ends quietly (exit 1), as a pipe's writer should
             raise
         except MemoryError:
