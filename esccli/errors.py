@@ -31,3 +31,8 @@ class DownloadError(EscError):
 
 class ModelError(EscError):
     """A model file is missing, damaged, not a model, or from an incompatible version."""
+
+
+class Interrupted(EscError):
+    """Work stopped by Ctrl-C or SIGTERM, keeping what it had saved; the message says what, and how to go on."""
+    exit_code = 130

@@ -226,10 +226,11 @@ def compute_features(audio: list[Path], params: FeatureParams, jobs: int,
             if progress:
                 progress(done, len(paths))
         return out
-    with ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init) as pool:
-        futures = {pool.submit(_featurize_files, ps, params): i for i, ps in chunks}
-        from concurrent.futures import as_completed
+    from concurrent.futures import as_completed
 
+    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init)
+    try:
+        futures = {pool.submit(_featurize_files, ps, params): i for i, ps in chunks}
         for fut in as_completed(futures):
             i = futures.pop(fut)  # and the finished chunk is let go once copied
             feats = fut.result()
@@ -237,13 +238,23 @@ def compute_features(audio: list[Path], params: FeatureParams, jobs: int,
             done += len(feats)
             if progress:
                 progress(done, len(paths))
+    except BaseException:  # interrupted, or a file failed: the chunks not started are dropped, not read in vain
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return out
 
 
 def _worker_init() -> None:
+    """A featurizing process: one thread; Ctrl-C is the parent's to handle (it drops the chunks not started, and
+    the running ones end within moments), SIGTERM ends it (a forked worker would otherwise inherit esc's handler)."""
+    import signal
+
     import torch
 
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _featurize_files(paths: list[str], params: FeatureParams) -> np.ndarray:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from esccli import augment, checkpoint
 from esccli.classes import CLASS_NAMES
-from esccli.errors import EscError, ModelError
+from esccli.errors import EscError, Interrupted, ModelError
 from esccli.features import FeatureParams, params_basis
 from esccli.featurize import FeatureSet
 from esccli.fsutil import remove_stale_temporaries
@@ -61,8 +61,8 @@ class TrainResult:
     resumed_from: int = 0
 
 
-class TrainingInterrupted(EscError):
-    exit_code = 130
+class TrainingInterrupted(Interrupted):
+    """A training stopped by Ctrl-C or SIGTERM; its last finished epoch is in its resume file."""
 
 
 class TrainingDiverged(EscError):

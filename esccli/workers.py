@@ -5,10 +5,11 @@ are handed to the pool than can run at once, so Ctrl-C reaches every task that h
 process group): they stop, keeping what they saved (a training: its last finished epoch), the others never
 start, and `interrupted` is raised. An interrupt sent to the starting process alone (by a program that started
 it, as benchmarks/crossval.py does) is passed on to the tasks, so it stops them too rather than waiting for them
-to end. A task stops on the first interrupt (or SIGTERM) and ignores any more (Ctrl-C and the passed-on one
-arrive together); one that was still starting up when it came stops as it begins. Workers waiting for a task
-ignore Ctrl-C (no traceback from an idle or starting process). After a failure no new task starts; the running
-ones finish, then the failure is raised.
+to end. A task stops on the first interrupt or SIGTERM and ignores any more (Ctrl-C and the passed-on one arrive
+together, as do a SIGTERM to the process group and the passed-on interrupt); one that was still starting up when
+Ctrl-C came stops as it begins. A task stopped on its own (a SIGTERM to it alone) stops the others too. Workers
+waiting for a task ignore Ctrl-C (no traceback from an idle or starting process), not SIGTERM (the pool ends them
+by it when it breaks). After a failure no new task starts; the running ones finish, then the failure is raised.
 """
 
 import multiprocessing
@@ -19,7 +20,8 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Callable
 
-from esccli.interrupts import ignore, ignore_from_now_on
+from esccli.errors import Interrupted
+from esccli.interrupts import Terminated, ignore, ignore_from_now_on
 
 
 def exit_with_parent() -> None:
@@ -57,14 +59,14 @@ def run_side_by_side(fn: Callable, tasks: list[tuple], jobs: int, interrupted: E
                 result = f.result()  # a failure: nothing new starts (below)
                 if on_result:
                     on_result(i, result)
-    except KeyboardInterrupt:
-        _stop_tasks(pool, stop, others)
+    except (KeyboardInterrupt, Interrupted) as e:  # this process was interrupted, or a task (a SIGTERM to it alone)
+        _stop_tasks(pool, stop, others, _passed_on(e))
         raise interrupted from None
     except BaseException:
         try:
             wait(running)  # the running tasks finish
-        except KeyboardInterrupt:  # unless interrupted meanwhile; the failure is still what is raised
-            _stop_tasks(pool, stop, others)
+        except KeyboardInterrupt as e:  # unless interrupted meanwhile; the failure is still what is raised
+            _stop_tasks(pool, stop, others, _passed_on(e))
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
@@ -83,17 +85,23 @@ def _submit(pool: ProcessPoolExecutor, fn: Callable, task: tuple):
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
-def _stop_tasks(pool: ProcessPoolExecutor, stop, others: set) -> None:
+def _passed_on(e: BaseException) -> int:
+    """The signal to pass on to the tasks: the one that stopped this process (SIGTERM, sent to the process group,
+    reaches them too: one signal twice is one), else SIGINT."""
+    return signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
+
+
+def _stop_tasks(pool: ProcessPoolExecutor, stop, others: set, signum: int = signal.SIGINT) -> None:
     """Interrupted: stop the running tasks and any about to start, and wait for them. The pool's processes are
-    sent an interrupt (running tasks stop on it, idle workers ignore it); a second Ctrl-C meanwhile is ignored, so
-    the wait is not cut short."""
+    sent `signum` (running tasks stop on it, idle workers ignore Ctrl-C; SIGTERM ends them); a second Ctrl-C
+    meanwhile is ignored, so the wait is not cut short."""
     main = threading.current_thread() is threading.main_thread()  # only the main thread may set handlers
     before = signal.signal(signal.SIGINT, ignore) if main else None
     try:
         stop.set()
         for p in set(multiprocessing.active_children()) - others:
             try:
-                os.kill(p.pid, signal.SIGINT)
+                os.kill(p.pid, signum)
             except ProcessLookupError:  # it ended meanwhile
                 pass
         pool.shutdown(wait=True, cancel_futures=True)
@@ -126,6 +134,7 @@ def _run(fn: Callable, task: tuple):
     signal.signal(signal.SIGINT, _interrupt_once)
     signal.signal(signal.SIGTERM, _interrupt_once)
     if _stop is not None and _stop.is_set():  # told to stop before it could hear it
+        ignore_from_now_on()
         raise KeyboardInterrupt
     exit_with_parent()
     try:

@@ -23,7 +23,7 @@ from typer._completion_shared import get_completion_script  # noqa: E402
 
 from esccli import __version__  # noqa: E402
 from esccli.cli import app  # noqa: E402
-from esccli.errors import EscError  # noqa: E402
+from esccli.errors import EscError, Interrupted  # noqa: E402
 from esccli.paths import APP_NAME, ENV_VAR, Layout  # noqa: E402
 
 PROG = "esc"
@@ -151,16 +151,18 @@ def _subclasses(cls):
 def exit_codes() -> list[str]:
     codes: dict[int, list[str]] = {}
     for cls in [EscError, *_subclasses(EscError)]:
-        codes.setdefault(cls.exit_code, []).append(cls.__name__)
+        if not issubclass(cls, Interrupted):  # the 130 and 143 lines below
+            codes.setdefault(cls.exit_code, []).append(cls.__name__)
     lines = [".TP", bold("0"), "Success."]
     for code in sorted(codes):
         what = "An error the user can fix (a missing or unreadable file, no dataset, a bad model...)" \
             if code == 1 else "Errors of kind " + ", ".join(sorted(codes[code]))
         lines += [".TP", bold(str(code)), esc_text(what + "; esc prints it as one line on standard error.")]
     lines += [".TP", bold("2"), "A command-line usage error (unknown option, bad value).",
-              ".TP", bold("130"), "Interrupted (Ctrl-C).", ".TP", bold("143"),
-              "Stopped by SIGTERM (kill, timeout, a job scheduler); as with Ctrl-C, a training keeps its last "
-              "finished epoch for --resume."]
+              ".TP", bold("130"), esc_text("Interrupted (Ctrl-C); a training keeps its last finished epoch for --resume."),
+              ".TP", bold("143"),
+              esc_text("Stopped by SIGTERM (kill, timeout, a job scheduler), as by Ctrl-C. A second SIGTERM, Ctrl-\\ "
+                       "or kill -9 ends esc at once (a training's last finished epoch is kept all the same).")]
     return lines
 
 

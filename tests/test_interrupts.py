@@ -1,73 +1,183 @@
 """SIGTERM stops esc as Ctrl-C does: the command stops where it is, keeps what it saved and says so, and ends
-with the shell's code for the signal. Once stopping, more interrupts are ignored."""
+with the shell's code for the signal. Once stopping, more Ctrl-Cs are ignored and a second SIGTERM ends it."""
 
 import os
 import signal
 import subprocess
 import sys
-import threading
+import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from esccli import checkpoint
+from esccli import checkpoint, featurize, workers
+from esccli.features import FeatureParams
 from esccli.interrupts import StopOnSignals
-from esccli.workers import _run
+
+TESTS = Path(__file__).parent
 
 
-def raise_on(signum) -> float:
-    """Send this process `signum` and give the handler a moment to run; how long it took."""
-    t = time.perf_counter()
+class Leaked(Exception):
+    """A signal reached the handler in place before StopOnSignals: it did not take over."""
+
+
+@pytest.fixture
+def guarded():
+    """SIGINT and SIGTERM raise Leaked unless something takes them over; put back afterwards. A regression then
+    fails its test instead of stopping (KeyboardInterrupt) or killing (SIGTERM) the whole pytest session."""
+    def leak(signum, frame):
+        raise Leaked(signum)
+
+    before = {s: signal.signal(s, leak) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield leak
+    for s, handler in before.items():
+        signal.signal(s, handler)
+
+
+def send(signum) -> None:
+    """Send this process `signum`, and give Python a moment to run its handler."""
     os.kill(os.getpid(), signum)
-    for _ in range(100):
-        time.sleep(0.01)
-    return time.perf_counter() - t
+    for _ in range(20):
+        time.sleep(0.005)
 
 
 @pytest.mark.parametrize("signum, code, terminated", [(signal.SIGTERM, 143, True), (signal.SIGINT, 130, False)])
-def test_either_signal_interrupts_once_and_the_handlers_come_back(signum, code, terminated):
-    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+def test_either_signal_interrupts_once_and_the_handlers_come_back(guarded, signum, code, terminated):
     with StopOnSignals() as stop:
         assert stop.signum is None and stop.exit_code == 130
         with pytest.raises(KeyboardInterrupt):
-            raise_on(signum)
+            send(signum)
         assert stop.signum == signum and stop.exit_code == code and stop.terminated == terminated
-        raise_on(signal.SIGINT)  # ignored while the command winds down: no second KeyboardInterrupt
-        raise_on(signal.SIGTERM)
+        try:
+            send(signal.SIGINT)  # ignored while the command winds down
+        except KeyboardInterrupt:
+            pytest.fail("a second Ctrl-C interrupted the winding down")
         assert stop.signum == signum
-    assert {s: signal.getsignal(s) for s in before} == before
+    assert signal.getsignal(signal.SIGINT) is guarded and signal.getsignal(signal.SIGTERM) is guarded
 
 
-def test_outside_the_main_thread_it_sets_no_handlers():
-    seen = []
+def test_a_signal_ignored_from_the_start_stays_ignored(guarded):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job of a shell without job control
+    with StopOnSignals() as stop:
+        send(signal.SIGINT)
+        assert stop.signum is None
+        with pytest.raises(KeyboardInterrupt):
+            send(signal.SIGTERM)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
-    def body():
-        with StopOnSignals() as stop:
-            seen.append((stop.signum, signal.getsignal(signal.SIGTERM)))
 
-    t = threading.Thread(target=body)
-    t.start()
-    t.join()
-    assert seen == [(None, signal.getsignal(signal.SIGTERM))]
+def run_python(code: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=60, **kw)
+
+
+def test_a_second_sigterm_ends_the_process_at_once():
+    r = run_python("""
+        import os, signal, time
+        from esccli.interrupts import StopOnSignals
+        with StopOnSignals():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            except KeyboardInterrupt:
+                print("stopping", flush=True)
+                os.kill(os.getpid(), signal.SIGINT)  # ignored
+                time.sleep(0.2)
+                print("still winding down", flush=True)
+                os.kill(os.getpid(), signal.SIGTERM)  # ends it
+                time.sleep(5)
+                print("ran on", flush=True)
+    """)
+    assert r.returncode == -signal.SIGTERM and r.stdout.split("\n")[:2] == ["stopping", "still winding down"]
+    assert "ran on" not in r.stdout and "Traceback" not in r.stderr
 
 
 def stops_on_sigterm() -> str:
     try:
-        raise_on(signal.SIGTERM)
+        send(signal.SIGTERM)
     except KeyboardInterrupt:
-        raise_on(signal.SIGTERM)  # a second one is ignored
+        send(signal.SIGTERM)  # a second one, and the interrupt esc passes on, are ignored
+        send(signal.SIGINT)
         return "stopped"
     return "ran on"
 
 
-def test_a_side_by_side_task_stops_on_sigterm():
-    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+def test_a_side_by_side_task_stops_on_sigterm(guarded, monkeypatch):
+    monkeypatch.setattr(workers, "exit_with_parent", lambda: None)  # this process has no pool to outlive
+    assert workers._run(stops_on_sigterm, ()) == "stopped"
+
+
+def recorded_task(folder: str, i: int) -> None:
+    """Runs for a minute unless interrupted; says which, in `folder`, with its pid."""
+    folder = Path(folder)
     try:
-        assert _run(stops_on_sigterm, ()) == "stopped"
-    finally:
-        for s, handler in before.items():
-            signal.signal(s, handler)
+        (folder / f"{i}-running").write_text(str(os.getpid()))
+        time.sleep(60)
+        (folder / f"{i}-ran-to-the-end").touch()
+    except KeyboardInterrupt:
+        (folder / f"{i}-interrupted").touch()
+        raise
+
+
+SIDE_BY_SIDE = """
+    import sys
+    sys.path.insert(0, {tests!r})
+    from esccli.errors import Interrupted
+    from esccli.interrupts import StopOnSignals
+    from esccli.workers import run_side_by_side
+    from test_interrupts import recorded_task
+    with StopOnSignals():
+        try:
+            run_side_by_side(recorded_task, [({folder!r}, 0), ({folder!r}, 1)], 2, Interrupted("stopped"))
+        except Interrupted:
+            print("interrupted", flush=True)
+"""
+
+
+def start_side_by_side(folder: Path) -> subprocess.Popen:
+    code = textwrap.dedent(SIDE_BY_SIDE.format(tests=str(TESTS), folder=str(folder)))
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+@pytest.mark.parametrize("to", ["the process group", "one task alone"])
+def test_sigterm_stops_every_task_side_by_side(tmp_path, to):
+    proc = start_side_by_side(tmp_path)
+    with group_killed_at_the_end(proc):
+        wait_for([tmp_path / "0-running", tmp_path / "1-running"], proc, timeout=60)
+        if to == "the process group":  # as a service manager stops a job
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:  # an administrator, or earlyoom: the other task stops too, rather than training to its end
+            os.kill(int((tmp_path / "0-running").read_text()), signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        assert out == "interrupted\n" and "Traceback" not in err, err
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["0-interrupted", "0-running", "1-interrupted",
+                                                              "1-running"]
+
+
+def slow_chunk(paths: list[str], params: FeatureParams) -> np.ndarray:
+    with open(paths[0], "a") as f:  # every chunk's "paths" name the same log file
+        f.write("chunk\n")
+    time.sleep(0.1)
+    return np.zeros((len(paths), params.n_mels, params.frames), np.float32)
+
+
+def test_an_interrupted_feature_build_drops_the_chunks_not_started(tmp_path, monkeypatch, capfd):
+    log = tmp_path / "chunks.log"
+    monkeypatch.setattr(featurize, "_featurize_files", slow_chunk)
+    params = FeatureParams(clip_seconds=0.1, n_mels=8)
+
+    def interrupt(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        featurize.compute_features([log] * (40 * featurize.CHUNK), params, jobs=2, progress=interrupt)
+    ran = log.read_text().count("chunk")
+    assert ran < 12, f"{ran} of 40 chunks were read after the interrupt"  # at most those running or queued
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def install(synth_dataset: Path, home: Path) -> None:
@@ -82,12 +192,28 @@ def start_training(home: Path, *args: str) -> subprocess.Popen:
                             start_new_session=True)
 
 
+class group_killed_at_the_end:
+    """Whatever happens in the test, nothing of the process group of `proc` is left running."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+
+    def __enter__(self):
+        return self.proc
+
+    def __exit__(self, *exc):
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.communicate()
+
+
 def wait_for(paths, proc: subprocess.Popen, timeout: float = 240.0) -> None:
     deadline = time.monotonic() + timeout
     while not all(p.is_file() for p in paths):
         if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"no {[p.name for p in paths]} (exit {proc.returncode}): {proc.communicate()[1][-2000:]}")
+            pytest.fail(f"no {[p.name for p in paths]} (exit {proc.poll()})")
         time.sleep(0.2)
 
 
@@ -101,22 +227,23 @@ def assert_stopped_with_its_epochs_kept(proc: subprocess.Popen, resume_files) ->
 
 def test_sigterm_stops_a_training_with_its_resume_hint(synth_dataset, esc_home):
     install(synth_dataset, esc_home)
-    proc = start_training(esc_home, "--preset", "fast", "--members", "1")
     resume = esc_home / "models" / "t.resume.pt"
-    wait_for([resume], proc)
-    proc.send_signal(signal.SIGTERM)  # to esc alone, as `kill` sends it
-    assert_stopped_with_its_epochs_kept(proc, [resume])
+    with group_killed_at_the_end(start_training(esc_home, "--preset", "fast", "--members", "1")) as proc:
+        wait_for([resume], proc)
+        proc.send_signal(signal.SIGTERM)  # to esc alone, as `kill` sends it
+        assert_stopped_with_its_epochs_kept(proc, [resume])
     assert not (esc_home / "models" / "t.pt").exists()
 
 
 def test_sigterm_to_the_process_group_stops_side_by_side_members(synth_dataset, esc_home):
     install(synth_dataset, esc_home)
-    proc = start_training(esc_home, "--preset", "default", "--members", "2", "--jobs", "2", "--threads", "1")
     members = [esc_home / "models" / f".t.member{k}.resume.pt" for k in (1, 2)]
-    wait_for(members, proc)
-    os.killpg(proc.pid, signal.SIGTERM)  # as a service manager stops a job: esc and its training processes
-    assert_stopped_with_its_epochs_kept(proc, members)
-    assert not running_in_group(proc.pid), "a training process of esc's is still running"
+    args = ("--preset", "default", "--members", "2", "--jobs", "2", "--threads", "1")
+    with group_killed_at_the_end(start_training(esc_home, *args)) as proc:
+        wait_for(members, proc)
+        os.killpg(proc.pid, signal.SIGTERM)  # as a service manager stops a job: esc and its training processes
+        assert_stopped_with_its_epochs_kept(proc, members)
+        assert not running_in_group(proc.pid), "a training process of esc's is still running"
 
 
 def running_in_group(pgid: int, timeout: float = 20.0) -> list[int]:

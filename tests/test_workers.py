@@ -110,7 +110,7 @@ def test_a_task_told_to_stop_before_it_could_hear_it_does_not_run(monkeypatch):
     stop = multiprocessing.get_context("spawn").Event()
     monkeypatch.setattr(workers, "_stop", stop)
     monkeypatch.setattr(workers, "exit_with_parent", lambda: None)  # this process has no pool to outlive
-    before = signal.getsignal(signal.SIGINT)
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # _run sets both
     ran = []
     try:
         assert workers._run(ran.append, ("ran",)) is None and ran == ["ran"]
@@ -119,4 +119,5 @@ def test_a_task_told_to_stop_before_it_could_hear_it_does_not_run(monkeypatch):
             workers._run(ran.append, ("ran again",))
         assert ran == ["ran"]
     finally:
-        signal.signal(signal.SIGINT, before)
+        for s, handler in before.items():
+            signal.signal(s, handler)

@@ -18,7 +18,7 @@ except ImportError:
 
 from esccli import __version__
 from esccli.cli import common
-from esccli.errors import EscError
+from esccli.errors import EscError, Interrupted
 from esccli.interrupts import StopOnSignals
 
 
@@ -49,20 +49,16 @@ class EscGroup(TyperGroup):
             raise _one_line(e) from None
 
     def invoke(self, ctx):
-        with StopOnSignals() as stop:  # SIGTERM stops a command as Ctrl-C does
-            return self._invoke(ctx, stop)
-
-    def _invoke(self, ctx, stop):
         try:
             return super().invoke(ctx)
         except UsageError as e:  # a subcommand's name, options or arguments
             raise _one_line(e) from None
         except EscError as e:
             common.error_line(str(e))
-            raise typer.Exit(stop.exit_code if e.exit_code == 130 else e.exit_code) from None
+            raise typer.Exit(_stopped_code() if isinstance(e, Interrupted) else e.exit_code) from None
         except KeyboardInterrupt:
-            common.error_line("terminated" if stop.terminated else "interrupted")
-            raise typer.Exit(stop.exit_code) from None
+            common.error_line("terminated" if _stopped_by_sigterm() else "interrupted")
+            raise typer.Exit(_stopped_code()) from None
         except BrokenPipeError:  # `esc predict ... | head`: click ends quietly (exit 1), as a pipe's writer should
             raise
         except MemoryError:
@@ -71,6 +67,9 @@ class EscGroup(TyperGroup):
         except RuntimeError as e:
             if not _worker_died(e):
                 raise
+            if common.state.stop is not None and common.state.stop.signum is not None:  # killed by the same signal
+                common.error_line("terminated" if _stopped_by_sigterm() else "interrupted")
+                raise typer.Exit(_stopped_code()) from None
             common.error_line("a worker process died (the machine may have run out of memory); "
                               "try fewer --jobs, or close other programs")
             raise typer.Exit(1) from None
@@ -78,6 +77,15 @@ class EscGroup(TyperGroup):
             what = f"{e.strerror or e}: {e.filename}" if e.filename else str(e.strerror or e)
             common.error_line(f"{what}; check that the path exists, is writable and the disk has room")
             raise typer.Exit(1) from None
+
+
+def _stopped_code() -> int:
+    """The exit code of a command stopped by an interrupt: 143 for SIGTERM, else 130 (Ctrl-C)."""
+    return common.state.stop.exit_code if common.state.stop is not None else 130
+
+
+def _stopped_by_sigterm() -> bool:
+    return common.state.stop is not None and common.state.stop.terminated
 
 
 def _worker_died(e: BaseException) -> bool:
@@ -120,4 +128,6 @@ from esccli.cli import commands  # noqa: E402  (registers the subcommands on `ap
 
 
 def main() -> None:
-    app(prog_name="esc")
+    with StopOnSignals() as stop:  # SIGTERM stops a command as Ctrl-C does (esccli/interrupts.py)
+        common.state.stop = stop
+        app(prog_name="esc")

@@ -29,6 +29,7 @@ class Device(str, Enum):
 @dataclass
 class State:
     data_dir: Path | None = None
+    stop: object | None = None  # the StopOnSignals of `esc` (esccli/interrupts.py); None when called in-process
 
 
 state = State()
