@@ -360,6 +360,7 @@ def train(
     cached = front_end_outputs(model, x_all, device) if recipe.sees_clips_as_they_are() else None
     stepped = model.head if cached is not None else model
     steps = max(1, len(train_idx) // recipe.batch_size)  # the last partial batch is dropped
+    kept = len(history)  # the epochs the resume file holds (none before the first is saved)
     try:
         for epoch in range(start, recipe.epochs):
             t0 = time.perf_counter()
@@ -418,16 +419,19 @@ def train(
             meta["train"]["history"] = history
             checkpoint.save(resume_path, meta, model.state_dict(), optimizer.state_dict(),
                             ema.state_dict() if ema else None)
+            kept = len(history)
             if save_best and val_acc is not None and val_acc > best_acc:
                 best_acc = val_acc
                 best = _final_meta(meta, history, selected_on_fold=True)
                 checkpoint.save(best_path, best, saved.state_dict())
             if on_epoch:
                 on_epoch(stats)
-    except KeyboardInterrupt:
-        done = len(history)
+    except KeyboardInterrupt:  # (an interrupt while the resume file is written leaves the one before: `kept`)
+        if not kept:
+            raise TrainingInterrupted("training interrupted before its first epoch ended; nothing was saved",
+                                      "run the same command to start again") from None
         raise TrainingInterrupted(
-            f"training interrupted after {done} of {recipe.epochs} epochs; progress saved in {resume_path}",
+            f"training interrupted after {kept} of {recipe.epochs} epochs; progress saved in {resume_path}",
             "run the same command with --resume to continue") from None
 
     meta = _final_meta(meta, history)

@@ -180,6 +180,35 @@ def test_a_best_epoch_left_by_a_replaced_model_goes_with_it(tmp_path, synth_feat
     assert (tmp_path / "m.best.pt").read_bytes() == b"not a model"
 
 
+def test_an_interruption_says_how_many_epochs_the_resume_file_holds(tmp_path, synth_features, monkeypatch):
+    recipe = tiny_recipe(epochs=3)
+
+    def interrupt_at(step):
+        def on_step(done, steps):
+            if done == step:
+                raise KeyboardInterrupt
+        return on_step
+
+    with pytest.raises(TrainingInterrupted, match="before its first epoch ended; nothing was saved") as e:
+        train(synth_features, recipe, tmp_path / "m.pt", fold=5, on_step=interrupt_at(1))
+    assert "--resume" not in str(e.value) and not (tmp_path / "m.resume.pt").exists()
+    with pytest.raises(TrainingInterrupted, match="after 1 of 3 epochs") as e:
+        train(synth_features, recipe, tmp_path / "m.pt", fold=5, on_epoch=lambda s: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert "--resume" in str(e.value)
+    # interrupted while the second epoch's resume file is written: it still holds the first
+    saved = checkpoint.save
+
+    def interrupted_save(path, meta, *a, **kw):
+        if len(meta["train"]["history"]) == 2:
+            raise KeyboardInterrupt
+        return saved(path, meta, *a, **kw)
+
+    monkeypatch.setattr(checkpoint, "save", interrupted_save)
+    with pytest.raises(TrainingInterrupted, match="after 1 of 3 epochs"):
+        train(synth_features, recipe, tmp_path / "m.pt", fold=5, resume=True)
+    assert len(checkpoint.read_meta(tmp_path / "m.resume.pt")["train"]["history"]) == 1
+
+
 def test_resume_refuses_other_settings(tmp_path, synth_features):
     recipe = tiny_recipe(epochs=2)
     with pytest.raises(TrainingInterrupted):
