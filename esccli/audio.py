@@ -15,6 +15,10 @@ from esccli.errors import AudioError
 
 RESAMPLE_QUALITY = "HQ"  # soxr quality; the same one librosa uses by default ("soxr_hq")
 STREAM_BLOCK_SECONDS = 30.0  # how much audio `stream_audio` reads at a time
+# Float files may hold any finite value. The features are relative to a clip's loudest bin, and came out the same
+# with samples scaled up to 1e16 (both presets); beyond about 1e17 the power spectrum overflows float32. Files at
+# int32 scale (2.1e9) pass; a peak above this is refused as not audio.
+MAX_PEAK = 1e12
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,7 @@ def _open(path: Path | AudioBytes):
     except PermissionError:
         raise AudioError(f"{path}: permission denied") from None
     except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / TypeError for bad data
-        detail = str(e).split("\n")[0].strip()
+        detail = str(e).split("\n")[0].strip().replace(repr(target), str(path))  # not "<_io.BytesIO object ...>"
         raise AudioError(f"{path}: not a readable audio file ({detail})") from None
     if f.channels < 1 or f.samplerate <= 0:
         f.close()
@@ -72,13 +76,18 @@ def _open(path: Path | AudioBytes):
 
 
 def _mono(path: Path, block: np.ndarray) -> np.ndarray:
-    """The mean of the channels of a [frames, channels] block, refusing NaN or infinite samples.
+    """The mean of the channels of a [frames, channels] block, refusing NaN or infinite samples, and samples beyond
+    MAX_PEAK.
 
     The samples are checked before mixing (so the message names the real problem), and the mean is taken in
     float64 (so that two huge but finite float samples cannot add up to infinity).
     """
     if not np.all(np.isfinite(block)):
         raise AudioError(f"{path}: contains NaN or infinite samples")
+    peak = float(np.abs(block).max()) if block.size else 0.0
+    if peak > MAX_PEAK:
+        raise AudioError(f"{path}: sample values up to {peak:.3g}, far outside audio's range of -1 to 1 "
+                         f"(a file written at the wrong scale?)")
     if block.shape[1] == 1:
         return np.ascontiguousarray(block[:, 0], dtype=np.float32)
     return block.mean(axis=1, dtype=np.float64).astype(np.float32)

@@ -56,7 +56,8 @@ class FeatureParams:
         if self.scale not in ("db", "image"):
             raise ValueError(f"scale must be 'db' or 'image', not {self.scale!r}")
         if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
-            raise ValueError(f"need 0 <= fmin < fmax <= sample_rate/2, got fmin={self.fmin} fmax={self.fmax}")
+            raise ValueError(f"need 0 <= fmin < fmax <= sample_rate/2, got fmin={self.fmin} fmax={self.fmax} "
+                             f"at sample_rate={self.sample_rate}")
         if self.hop_length <= 0 or self.n_fft <= 0 or self.n_mels <= 0 or self.clip_seconds <= 0:
             raise ValueError("n_fft, hop_length, n_mels and clip_seconds must be positive")
         return self

@@ -318,6 +318,9 @@ class _Batcher:
             f.pending -= 1
             if f.result.error is not None:
                 continue
+            if not np.all(np.isfinite(p)):  # a bug's or a damaged model's symptom; never a NaN in the output
+                f.result.error = "the model's output for this file is not a number"
+                continue
             f.sum += p
             f.classified += 1
             if self.keep_windows:

@@ -17,6 +17,11 @@ def test_version():
     assert r.output.strip() == f"esc {__version__}"
 
 
+def test_esc_alone_shows_the_help_not_an_error():
+    r = runner.invoke(app, [])
+    assert r.output.startswith("Usage: esc") and "error" not in r.output and "Commands:" in r.output
+
+
 def test_help_lists_the_six_commands_with_descriptions():
     r = runner.invoke(app, ["--help"])
     assert r.exit_code == 0

@@ -208,6 +208,24 @@ def test_bad_file_in_the_middle_of_a_batch(loaded, tmp_path):
     assert results[3].top[0].name == B
 
 
+def test_a_model_output_that_is_not_a_number_is_the_files_error(loaded, tmp_path):
+    """Never a NaN probability in the results (it is not JSON): the file it came from gets an error instead."""
+    paths = [write(tmp_path / f"{i}.wav", sound(B, 1.0, seed=i), SR) for i in range(2)]
+    calls = []
+
+    def poison_the_second_batch(module, args, output):
+        calls.append(1)
+        return output * float("nan") if len(calls) == 2 else output
+
+    handle = loaded.model.register_forward_hook(poison_the_second_batch)
+    try:
+        results = list(core.predict_files(paths, loaded, batch_size=1))
+    finally:
+        handle.remove()
+    assert results[0].error is None and results[0].top[0].name == B
+    assert results[1].error == "the model's output for this file is not a number" and results[1].top == []
+
+
 # --- esc predict: formats, rates, channels, lengths -------------------------------------------------------------
 
 def test_formats_rates_and_channels(model, tmp_path):

@@ -31,7 +31,9 @@ class OneLineUsageError(UsageError):
         common.error_line(self.format_message() + where)
 
 
-def _one_line(e: UsageError) -> OneLineUsageError:
+def _one_line(e: UsageError) -> UsageError:
+    if type(e).__name__ == "NoArgsIsHelpError":  # `esc` alone: the help, as click shows it, is not an error
+        return e
     return OneLineUsageError(e.format_message(), e.ctx)
 
 
