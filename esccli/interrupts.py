@@ -1,10 +1,9 @@
 """How a command stops when it is asked to. SIGTERM (what `kill`, `timeout` and job schedulers send) stops esc as
-Ctrl-C does: a KeyboardInterrupt (Terminated) where the work is, so that it stops keeping what it saved (a training: its last
-finished epoch, and the `--resume` hint), rather than the process dying without a word. While it winds down, more
-Ctrl-Cs are ignored, so that the message that says what was kept is not cut short; a second SIGTERM ends it at once
-(as do Ctrl-\\ and `kill -9`). A signal the process was started with ignored (a background job of a shell without
-job control ignores Ctrl-C) stays ignored. Once the message is out, `die_by` ends the process by the signal itself,
-as Python does for an uncaught KeyboardInterrupt, so that a shell loop running esc stops on Ctrl-C.
+Ctrl-C does: a KeyboardInterrupt (Terminated) where the work is, so that it stops keeping what it saved (a training:
+its last finished epoch, and the `--resume` hint) rather than dying without a word, and exits with the shell's code
+for the signal (130, 143). While it winds down, more Ctrl-Cs are ignored, so that the message that says what was
+kept is not cut short; a second SIGTERM ends it at once (`die_by`), as do Ctrl-\\ and `kill -9`. A signal the
+process was started with ignored (a background job of a shell without job control ignores Ctrl-C) stays ignored.
 """
 
 import os
