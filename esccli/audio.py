@@ -80,7 +80,7 @@ def _mono(path: Path, block: np.ndarray) -> np.ndarray:
     MAX_PEAK.
 
     The samples are checked before mixing (so the message names the real problem), and the mean is taken in
-    float64 (so that two huge but finite float samples cannot add up to infinity).
+    float64 (a guard: below MAX_PEAK two samples cannot add up to infinity in float32 either).
     """
     if not np.all(np.isfinite(block)):
         raise AudioError(f"{path}: contains NaN or infinite samples")
@@ -94,7 +94,8 @@ def _mono(path: Path, block: np.ndarray) -> np.ndarray:
 
 
 def _check_resampled(path: Path, y: np.ndarray) -> np.ndarray:
-    """The resampler's filter overshoots: samples near the float32 limit can come out infinite."""
+    """The resampler's filter overshoots: samples near the float32 limit could come out infinite (a guard: MAX_PEAK
+    refuses such samples first)."""
     if not np.all(np.isfinite(y)):
         raise AudioError(f"{path}: sample values too large to resample (near the float32 limit)")
     return y

@@ -36,3 +36,4 @@ class ModelError(EscError):
 class Interrupted(EscError):
     """Work stopped by Ctrl-C or SIGTERM, keeping what it had saved; the message says what, and how to go on."""
     exit_code = 130
+    signum: int | None = None  # the signal that stopped it, where known (a training process's own SIGTERM)

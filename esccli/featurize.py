@@ -228,9 +228,12 @@ def compute_features(audio: list[Path], params: FeatureParams, jobs: int,
         return out
     from concurrent.futures import as_completed
 
+    from esccli.interrupts import held
+
     pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init)
     try:
-        futures = {pool.submit(_featurize_files, ps, params): i for i, ps in chunks}
+        with held():  # the workers start (forked here) with them held back, until _worker_init has set them
+            futures = {pool.submit(_featurize_files, ps, params): i for i, ps in chunks}
         for fut in as_completed(futures):
             i = futures.pop(fut)  # and the finished chunk is let go once copied
             feats = fut.result()
@@ -238,7 +241,7 @@ def compute_features(audio: list[Path], params: FeatureParams, jobs: int,
             done += len(feats)
             if progress:
                 progress(done, len(paths))
-    except BaseException:  # interrupted, or a file failed: the chunks not started are dropped, not read in vain
+    except BaseException:  # interrupted, or a file failed: the chunks not yet handed to a worker are dropped
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
@@ -246,15 +249,21 @@ def compute_features(audio: list[Path], params: FeatureParams, jobs: int,
 
 
 def _worker_init() -> None:
-    """A featurizing process: one thread; Ctrl-C is the parent's to handle (it drops the chunks not started, and
-    the running ones end within moments), SIGTERM ends it (a forked worker would otherwise inherit esc's handler)."""
+    """A featurizing process: one thread; Ctrl-C is the parent's to handle (it drops the chunks not yet handed out,
+    and those handed out end within moments), SIGTERM ends it unless esc ignores it (a forked worker would otherwise
+    keep esc's handlers)."""
     import signal
 
     import torch
 
+    from esccli.interrupts import SIGNALS
+
     torch.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, set(SIGNALS))
 
 
 def _featurize_files(paths: list[str], params: FeatureParams) -> np.ndarray:

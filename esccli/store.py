@@ -112,7 +112,7 @@ def set_default(layout: Layout, name: str) -> None:
         if not model_path(layout, name).is_file():
             raise ModelError(f"no model named {name!r} in {layout.models}", "see `esc models` for the names")
         try:
-            checkpoint.read_meta(model_path(layout, name))  # predict and eval could not use it
+            checkpoint.read(model_path(layout, name))  # checked as predict and eval load it: they could not use it
         except ModelError as e:
             raise ModelError(f"{e}; the default model stays as it was") from None
     atomic_write_text(layout.models / DEFAULT_FILE, name + "\n")

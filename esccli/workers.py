@@ -21,7 +21,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Callable
 
 from esccli.errors import Interrupted
-from esccli.interrupts import Terminated, ignore, ignore_from_now_on
+from esccli.interrupts import SIGNALS, Terminated, held, ignore, ignore_from_now_on
 
 
 def exit_with_parent() -> None:
@@ -60,13 +60,14 @@ def run_side_by_side(fn: Callable, tasks: list[tuple], jobs: int, interrupted: E
                 if on_result:
                     on_result(i, result)
     except (KeyboardInterrupt, Interrupted) as e:  # this process was interrupted, or a task (a SIGTERM to it alone)
-        _stop_tasks(pool, stop, others, _passed_on(e))
+        interrupted.signum = _signal_of(e)
+        _stop_tasks(pool, stop, others, interrupted.signum)
         raise interrupted from None
     except BaseException:
         try:
             wait(running)  # the running tasks finish
         except KeyboardInterrupt as e:  # unless interrupted meanwhile; the failure is still what is raised
-            _stop_tasks(pool, stop, others, _passed_on(e))
+            _stop_tasks(pool, stop, others, _signal_of(e))
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
@@ -76,19 +77,15 @@ def _submit(pool: ProcessPoolExecutor, fn: Callable, task: tuple):
     """pool.submit with Ctrl-C held back meanwhile in this thread. A worker process the pool starts (here or in
     its manager thread, created by the first submit) inherits that: Ctrl-C cannot reach it while it starts up, and
     its initializer ignores it. (A Ctrl-C held back reaches this process as soon as the submit returns.)"""
-    if not hasattr(signal, "pthread_sigmask"):  # Windows
+    with held({signal.SIGINT}):
         return pool.submit(_run, fn, task)
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        return pool.submit(_run, fn, task)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
-def _passed_on(e: BaseException) -> int:
-    """The signal to pass on to the tasks: the one that stopped this process (SIGTERM, sent to the process group,
-    reaches them too: one signal twice is one), else SIGINT."""
-    return signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
+def _signal_of(e: BaseException) -> int:
+    """The signal that stopped this process (or a task: its Interrupted says), SIGTERM or else SIGINT: the one to
+    pass on to the tasks (SIGTERM sent to the process group reaches them too, and one signal twice is one)."""
+    return signal.SIGTERM if isinstance(e, Terminated) or getattr(e, "signum", None) == signal.SIGTERM \
+        else signal.SIGINT
 
 
 def _stop_tasks(pool: ProcessPoolExecutor, stop, others: set, signum: int = signal.SIGINT) -> None:
@@ -111,19 +108,24 @@ def _stop_tasks(pool: ProcessPoolExecutor, stop, others: set, signum: int = sign
 
 
 _stop = None  # in a worker process: the pool's stop event
+_ignored: set = set()  # ... the signals it was started with ignored (esc's were: they stay so)
+_received = None  # ... the signal that stopped its task
 
 
 def _start_worker(stop) -> None:
     """A worker process's initializer: Ctrl-C ignored while it waits for a task (no traceback from an idle
     process), then no longer held back (_submit)."""
-    global _stop
+    global _stop, _ignored
     _stop = stop
+    _ignored = {s for s in SIGNALS if signal.getsignal(s) is signal.SIG_IGN}
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _interrupt_once(signum, frame) -> None:
+    global _received
+    _received = signum
     ignore_from_now_on()
     raise KeyboardInterrupt
 
@@ -131,13 +133,17 @@ def _interrupt_once(signum, frame) -> None:
 def _run(fn: Callable, task: tuple):
     # a running task stops on the first Ctrl-C or SIGTERM (sent to the whole process group, it reaches the tasks
     # too) and ignores any more; it keeps what it saved (a training: its last finished epoch, in its resume file)
-    signal.signal(signal.SIGINT, _interrupt_once)
-    signal.signal(signal.SIGTERM, _interrupt_once)
+    global _received
+    _received = None
+    for s in set(SIGNALS) - _ignored:
+        signal.signal(s, _interrupt_once)
     if _stop is not None and _stop.is_set():  # told to stop before it could hear it
-        ignore_from_now_on()
-        raise KeyboardInterrupt
+        _interrupt_once(signal.SIGINT, None)
     exit_with_parent()
     try:
         return fn(*task)
+    except (KeyboardInterrupt, Interrupted) as e:  # the parent learns which signal stopped it
+        e.signum = _received
+        raise
     finally:
         ignore_from_now_on()  # done: an interrupt now would only cut short its exit

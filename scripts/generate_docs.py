@@ -161,8 +161,10 @@ def exit_codes() -> list[str]:
     lines += [".TP", bold("2"), "A command-line usage error (unknown option, bad value).",
               ".TP", bold("130"), esc_text("Interrupted (Ctrl-C); a training keeps its last finished epoch for --resume."),
               ".TP", bold("143"),
-              esc_text("Stopped by SIGTERM (kill, timeout, a job scheduler), as by Ctrl-C. A second SIGTERM, Ctrl-\\ "
-                       "or kill -9 ends esc at once (a training's last finished epoch is kept all the same).")]
+              esc_text("Stopped by SIGTERM (kill, timeout, a job scheduler), as by Ctrl-C. A SIGTERM a second or "
+                       "more after the first, Ctrl-\\ or kill -9 ends esc at once (a training's last finished epoch "
+                       "is kept all the same). In both cases esc ends by the signal once it has said what it kept, "
+                       "so the shell shows these codes and a shell loop stops.")]
     return lines
 
 

@@ -20,6 +20,7 @@ def test_version():
 def test_esc_alone_shows_the_help_not_an_error():
     r = runner.invoke(app, [])
     assert r.output.startswith("Usage: esc") and "error" not in r.output and "Commands:" in r.output
+    assert r.exit_code == 2  # as click does: a command was expected
 
 
 def test_help_lists_the_six_commands_with_descriptions():

@@ -4,6 +4,8 @@ Only typer and rich are imported at start-up; each command imports the heavy mod
 needs inside its function, so `esc --help` and shell completion stay fast.
 """
 
+import atexit
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -15,11 +17,18 @@ try:  # typer 0.2x carries its own copy of click; older typers use the click pac
     from typer._click.exceptions import UsageError
 except ImportError:
     from click.exceptions import UsageError
+try:  # `esc` alone (click 8.2 on); older clicks show the help without raising
+    from typer._click.exceptions import NoArgsIsHelpError
+except ImportError:
+    try:
+        from click.exceptions import NoArgsIsHelpError
+    except ImportError:
+        NoArgsIsHelpError = ()
 
 from esccli import __version__
 from esccli.cli import common
 from esccli.errors import EscError, Interrupted
-from esccli.interrupts import StopOnSignals
+from esccli.interrupts import StopOnSignals, end_by
 
 
 class OneLineUsageError(UsageError):
@@ -32,7 +41,7 @@ class OneLineUsageError(UsageError):
 
 
 def _one_line(e: UsageError) -> UsageError:
-    if type(e).__name__ == "NoArgsIsHelpError":  # `esc` alone: the help, as click shows it, is not an error
+    if isinstance(e, NoArgsIsHelpError):  # `esc` alone: the help, as click shows it, is not an error
         return e
     return OneLineUsageError(e.format_message(), e.ctx)
 
@@ -55,12 +64,14 @@ class EscGroup(TyperGroup):
             return super().invoke(ctx)
         except UsageError as e:  # a subcommand's name, options or arguments
             raise _one_line(e) from None
+        except Interrupted as e:  # it says what it kept
+            common.error_line(str(e))
+            raise _stopped(e.signum) from None
         except EscError as e:
             common.error_line(str(e))
-            raise typer.Exit(_stopped_code() if isinstance(e, Interrupted) else e.exit_code) from None
+            raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
-            common.error_line("terminated" if _stopped_by_sigterm() else "interrupted")
-            raise typer.Exit(_stopped_code()) from None
+            raise _stopped(None, say=True) from None
         except BrokenPipeError:  # `esc predict ... | head`: click ends quietly (exit 1), as a pipe's writer should
             raise
         except MemoryError:
@@ -70,8 +81,7 @@ class EscGroup(TyperGroup):
             if not _worker_died(e):
                 raise
             if common.state.stop is not None and common.state.stop.signum is not None:  # killed by the same signal
-                common.error_line("terminated" if _stopped_by_sigterm() else "interrupted")
-                raise typer.Exit(_stopped_code()) from None
+                raise _stopped(None, say=True) from None
             common.error_line("a worker process died (the machine may have run out of memory); "
                               "try fewer --jobs, or close other programs")
             raise typer.Exit(1) from None
@@ -81,13 +91,16 @@ class EscGroup(TyperGroup):
             raise typer.Exit(1) from None
 
 
-def _stopped_code() -> int:
-    """The exit code of a command stopped by an interrupt: 143 for SIGTERM, else 130 (Ctrl-C)."""
-    return common.state.stop.exit_code if common.state.stop is not None else 130
-
-
-def _stopped_by_sigterm() -> bool:
-    return common.state.stop is not None and common.state.stop.terminated
+def _stopped(signum: int | None, say: bool = False) -> typer.Exit:
+    """A command stopped by a signal: `signum` if known, else the one esc got (Ctrl-C if none). It exits with the
+    shell's code for it (130, 143), and `main` then ends esc by the signal itself; `say`: print which."""
+    if signum is None:
+        signum = common.state.stop.signum if common.state.stop is not None else None
+    signum = signum or signal.SIGINT
+    if say:
+        common.error_line("terminated" if signum == signal.SIGTERM else "interrupted")
+    common.state.stopped_by = signum
+    return typer.Exit(128 + signum)
 
 
 def _worker_died(e: BaseException) -> bool:
@@ -130,6 +143,14 @@ from esccli.cli import commands  # noqa: E402  (registers the subcommands on `ap
 
 
 def main() -> None:
+    atexit.register(_end_by_the_signal)  # registered first, so it runs after every other exit handler
     with StopOnSignals() as stop:  # SIGTERM stops a command as Ctrl-C does (esccli/interrupts.py)
         common.state.stop = stop
         app(prog_name="esc")
+
+
+def _end_by_the_signal() -> None:
+    """A command stopped by a signal, once it has said what it kept, ends by that signal (the shell sees 130 or 143,
+    and a shell loop stops on Ctrl-C), as Python does for an uncaught KeyboardInterrupt."""
+    if common.state.stopped_by is not None:
+        end_by(common.state.stopped_by)

@@ -30,6 +30,7 @@ class Device(str, Enum):
 class State:
     data_dir: Path | None = None
     stop: object | None = None  # the StopOnSignals of `esc` (esccli/interrupts.py); None when called in-process
+    stopped_by: int | None = None  # the signal that stopped the command, once it has said so
 
 
 state = State()
