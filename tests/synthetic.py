@@ -88,3 +88,9 @@ def assert_one_line_error(r, *words):
     assert len(lines) == 1, r.stderr
     for w in words:
         assert w in lines[0], lines[0]
+
+
+def install(dataset: Path, home: Path) -> None:
+    """Make the synthetic `dataset` the installed one in the data dir `home` (a link: tests never change it)."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "ESC-50").symlink_to(dataset, target_is_directory=True)

@@ -23,15 +23,12 @@ from esccli.featurize import cache_dir, load_or_build, read_cache
 from esccli.fsutil import sha256_file
 from esccli.models import ModelConfig, build_model
 from esccli.paths import layout
+from synthetic import install
 
 ARGS = ["--n-mels", "32", "--jobs", "1"]  # a small feature set, one worker each: the two cores are shared
 PARAMS = FeatureParams(**{**PRESETS["default"].to_dict(), "n_mels": 32})
 CONFIG = ModelConfig("escnet", 50, 32, 51, {"stem": 8, "channels": [16, 32], "head": "flatten"})
 
-
-def install(synth_dataset: Path, home: Path) -> None:
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "ESC-50").symlink_to(synth_dataset, target_is_directory=True)
 
 
 def esc(home: Path, *args: str) -> subprocess.Popen:

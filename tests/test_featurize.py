@@ -28,16 +28,11 @@ from esccli.featurize import (MEMORY_SHARE, FeatureParamsError, _featurize_files
                               check_params, compute_features, load_or_build, read_cache)
 from esccli.fsutil import sha256_file
 from esccli.paths import layout
-from synthetic import class_frequency, class_signal
+from synthetic import class_frequency, class_signal, install
 
 runner = CliRunner()
 PARAMS = FeatureParams(**TEST_PARAMS)  # the parameters of the shared synth_features build
 
-
-def install(synth_dataset: Path, home: Path) -> None:
-    """Make the synthetic dataset the installed one (a link: tests never change it)."""
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "ESC-50").symlink_to(synth_dataset, target_is_directory=True)
 
 
 # --- the front end against librosa -------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import pytest
 from esccli import checkpoint, featurize, workers
 from esccli.features import FeatureParams
 from esccli.interrupts import StopOnSignals, Terminated
+from synthetic import install
 
 TESTS = Path(__file__).parent
 
@@ -189,10 +190,6 @@ def test_an_interrupted_feature_build_drops_the_chunks_not_started(tmp_path, mon
     assert "Traceback" not in capfd.readouterr().err
 
 
-def install(synth_dataset: Path, home: Path) -> None:
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "ESC-50").symlink_to(synth_dataset, target_is_directory=True)
-
 
 def start_training(home: Path, *args: str) -> subprocess.Popen:
     env = dict(os.environ, ESC_HOME=str(home), COLUMNS="200")
@@ -244,13 +241,21 @@ def test_sigterm_stops_a_training_with_its_resume_hint(synth_dataset, esc_home):
     assert not (esc_home / "models" / "t.pt").exists()
 
 
-def test_sigterm_to_the_process_group_stops_side_by_side_members(synth_dataset, esc_home):
+@pytest.mark.parametrize("to", ["the process group", "one training process"])
+def test_sigterm_stops_side_by_side_members(synth_dataset, esc_home, to):
+    """To the group, as a service manager stops a job; to one member's process alone (an administrator, earlyoom):
+    esc learns it was SIGTERM and stops the other member too. Either way nothing is left running."""
     install(synth_dataset, esc_home)
     members = [esc_home / "models" / f".t.member{k}.resume.pt" for k in (1, 2)]
     args = ("--preset", "default", "--members", "2", "--jobs", "2", "--threads", "1")
     with group_killed_at_the_end(start_training(esc_home, *args)) as proc:
         wait_for(members, proc)
-        os.killpg(proc.pid, signal.SIGTERM)  # as a service manager stops a job: esc and its training processes
+        if to == "the process group":
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            trainers = [p for p in running_in_group(proc.pid, timeout=0) if p != proc.pid and is_trainer(p)]
+            assert len(trainers) == 2, trainers
+            os.kill(trainers[0], signal.SIGTERM)
         assert_stopped_with_its_epochs_kept(proc, members)
         assert not running_in_group(proc.pid), "a training process of esc's is still running"
 
@@ -273,19 +278,6 @@ def running_in_group(pgid: int, timeout: float = 20.0) -> list[int]:
         if not running or time.monotonic() > deadline:
             return running
         time.sleep(0.1)
-
-
-def test_sigterm_to_one_training_process_stops_esc_as_terminated(synth_dataset, esc_home):
-    """Not "interrupted" with 130: esc learns which signal stopped the member, and stops the other one too."""
-    install(synth_dataset, esc_home)
-    members = [esc_home / "models" / f".t.member{k}.resume.pt" for k in (1, 2)]
-    args = ("--preset", "default", "--members", "2", "--jobs", "2", "--threads", "1")
-    with group_killed_at_the_end(start_training(esc_home, *args)) as proc:
-        wait_for(members, proc)
-        trainers = [p for p in running_in_group(proc.pid, timeout=0) if p != proc.pid and is_trainer(p)]
-        assert len(trainers) == 2, trainers
-        os.kill(trainers[0], signal.SIGTERM)
-        assert_stopped_with_its_epochs_kept(proc, members)
 
 
 def is_trainer(pid: int) -> bool:

@@ -22,14 +22,10 @@ from esccli.metrics import category_confusion, confusion, report
 from esccli.paths import layout
 from esccli import train as train_module
 from esccli.train import TrainingInterrupted, cpu_name, cpuinfo_field, lr_at, resolve_precision, train
+from synthetic import install
 
 runner = CliRunner()
 
-
-def install(synth_dataset, home):
-    """Make the synthetic dataset the installed one (a link: tests never change it)."""
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "ESC-50").symlink_to(synth_dataset, target_is_directory=True)
 
 
 def states_equal(a, b):
