@@ -40,7 +40,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, help="folds trained at the same time, each its own process")
     args = ap.parse_args()
     threads = args.threads or (max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None)
-    recipe = get_recipe(args.preset).with_overrides(epochs=args.epochs)
+    recipe = get_recipe(args.preset).with_epochs(args.epochs)  # as esc train --epochs makes it
     home = prepare()
     esc("featurize", "--preset", recipe.features)  # outside the timed part
     # the clips and features the folds train on (the cache esc featurize just checked or built)

@@ -46,6 +46,15 @@ def saved_progress(path: Path) -> bool:
     return path.with_suffix(".resume.pt").is_file() or bool(member_files(path))
 
 
+def check_resumable(name: str, paths: list[Path], cv: bool = False) -> None:
+    """Refuse a resume of model `name`, before any work, when no model at `paths` left work to resume; with `cv`
+    (one path per fold) a finished fold counts, as cross-validation goes on after it. train and run_cv check again
+    as they go."""
+    if not any(saved_progress(p) or (cv and Path(p).is_file()) for p in paths):
+        what = f"no fold of {name} was finished or started" if cv else f"no training of {name} was interrupted"
+        raise EscError(f"nothing to resume: {what} in {Path(paths[0]).parent}", "run again without --resume")
+
+
 def is_member(meta: dict, recipe: Recipe, k: int, fold: int | None, seed: int, precision: str, fs) -> bool:
     """Whether a model (or resume) file's metadata is member k of `recipe` with this fold, seed and precision,
     trained on the features `fs` (FeatureSet.made)."""

@@ -55,8 +55,24 @@ def evaluate(lm: LoadedModel, fs: FeatureSet, fold: int, device: str = "cpu") ->
     return report(fs.targets[idx], logits.argmax(1).numpy())
 
 
+# the files write_outputs writes, in the order it writes them
+OUTPUT_FILES = ("confusion.csv", "categories.csv", "per_class.csv", "confusion.png")
+
+
+def check_out_dir(out_dir: Path, force: bool) -> None:
+    """Refuse, before any work, an --out that is not a folder or that holds reports write_outputs would replace
+    (unless `force`)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise EscError(f"{out_dir}: exists and is not a folder", "give --out a folder (it is created if missing)")
+    taken = [name for name in OUTPUT_FILES if (out_dir / name).exists()]
+    if taken and not force:
+        raise EscError(f"{out_dir} already holds {', '.join(taken)}",
+                       "use --force to overwrite, or --out to choose another folder")
+
+
 def write_outputs(rep: Report, out_dir: Path) -> list[Path]:
-    """confusion.csv, confusion.png, categories.csv, per_class.csv in out_dir (each written atomically)."""
+    """OUTPUT_FILES in out_dir (each written atomically)."""
     from esccli.plotting import confusion_heatmap
 
     out_dir = Path(out_dir)
@@ -81,7 +97,7 @@ def write_outputs(rep: Report, out_dir: Path) -> list[Path]:
     table("per_class.csv", ["class", "support", "recall", "precision", "f1", "most_confused_with", "count"],
           [[c.name, c.support, f"{c.recall:.4f}", f"{c.precision:.4f}", f"{c.f1:.4f}", c.confused_with or "",
             c.confused_count] for c in rep.per_class])
-    png = out_dir / "confusion.png"
+    png = out_dir / OUTPUT_FILES[-1]
     confusion_heatmap(rep.matrix, list(CLASS_NAMES), png, title=f"confusion ({rep.clips} clips, accuracy {rep.accuracy:.1%})")
     written.append(png)
     return written

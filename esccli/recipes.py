@@ -168,6 +168,17 @@ class Recipe:
                 and not self.noise_db and not self.reverb_s and not self.time_roll and not self.freq_masks
                 and not self.time_masks and self.mixup_alpha <= 0)
 
+    def with_epochs(self, epochs: int | None) -> "Recipe":
+        """This recipe trained for `epochs` epochs (itself for None). Members that train for epochs of their own (the
+        texture networks) keep them, or, when fewer epochs than the recipe's are asked for, their share of them:
+        `--epochs 1` is a quick run for every member, and more epochs lengthen only the networks that share the
+        recipe's (a texture network has learnt what it can in its own)."""
+        if epochs is None or epochs == self.epochs:
+            return self
+        scaled = [{**v, "epochs": max(1, min(v["epochs"], round(v["epochs"] * epochs / self.epochs)))}
+                  if isinstance(v, dict) and "epochs" in v else v for v in self.member_variants]
+        return replace(self, epochs=epochs, member_variants=scaled)
+
     def with_overrides(self, **kw) -> "Recipe":
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
 

@@ -135,10 +135,20 @@ def test_members_of_different_architectures(synth_features, tmp_path, esc_home, 
         "texture", {"extended": True}, 3, "escnet+texture")
     # a variant that names another network, without arguments of its own, does not take the recipe's arch_args
     assert recipe.with_overrides(member_variants=[{}, {"arch": "texture"}]).member(1).arch_args == {}
-    # the default's texture member keeps its own schedule when the recipe's is overridden (esc train --epochs, --lr)
-    shorter = get_recipe("default").with_overrides(epochs=5, lr=0.1)
+    # the default's texture member keeps its own learning rate when the recipe's is overridden (esc train --lr),
+    # and its share of fewer epochs under --epochs: twice the CNNs' (150 and 300), so a quick run is quick throughout
+    default = get_recipe("default")
+    assert [default.member(k).epochs for k in range(3)] == [150, 150, TEXTURE["epochs"]] == [150, 150, 300]
+    shorter = default.with_epochs(5).with_overrides(lr=0.1)
     assert [(shorter.member(k).epochs, shorter.member(k).lr) for k in range(3)] == [(5, 0.1), (5, 0.1),
-                                                                                     (TEXTURE["epochs"], TEXTURE["lr"])]
+                                                                                     (10, TEXTURE["lr"])]
+    assert [default.with_epochs(1).member(k).epochs for k in range(3)] == [1, 1, 2]
+    assert default.with_epochs(None) is default and default.with_epochs(150) is default  # stored models still match
+    fast = get_recipe("fast")
+    assert fast.with_epochs(1).member(1).epochs == 5  # 150 for the CNN's 30
+    # more epochs lengthen the CNNs only: `fast --epochs 96` is round 19's CNN beside the same texture network
+    assert [fast.with_epochs(96).member(k).epochs for k in range(2)] == [96, 150]
+    assert [default.with_epochs(300).member(k).epochs for k in range(3)] == [300, 300, 300]
     ens = train(synth_features, recipe, tmp_path / "mixed.pt", fold=5, seed=3)
     alone = train(synth_features, texture, tmp_path / "texture.pt", fold=5, seed=3)
     state = checkpoint.read(ens.path)["state_dict"]

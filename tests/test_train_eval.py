@@ -22,7 +22,7 @@ from esccli.metrics import category_confusion, confusion, report
 from esccli.paths import layout
 from esccli import train as train_module
 from esccli.train import TrainingInterrupted, cpu_name, cpuinfo_field, lr_at, resolve_precision, train
-from synthetic import install
+from synthetic import assert_one_line_error, install
 
 runner = CliRunner()
 
@@ -302,6 +302,27 @@ def test_cli_eval_json_and_outputs(trained_model, synth_dataset, esc_home, tmp_p
     assert "accuracy" in r.stdout and "most confused" in r.stdout and "rows: true" in r.stdout
 
 
+def test_cli_eval_out_keeps_reports_already_there(trained_model, synth_dataset, esc_home, tmp_path):
+    install(synth_dataset, esc_home)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "per_class.csv").write_text("mine\n")
+    (out / "notes.txt").write_text("mine too\n")
+    r = runner.invoke(app, ["eval", "--model", str(trained_model), "--out", str(out)])
+    assert r.exit_code == 1 and "already holds per_class.csv" in r.stderr and "--force" in r.stderr
+    assert r.stdout == ""  # refused before the evaluation
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "per_class.csv"]
+    assert (out / "per_class.csv").read_text() == "mine\n"
+
+    r = runner.invoke(app, ["eval", "--model", str(trained_model), "--out", str(out), "--force"])
+    assert r.exit_code == 0, r.output
+    assert (out / "per_class.csv").read_text().startswith("class,support,") and (out / "notes.txt").exists()
+
+    r = runner.invoke(app, ["eval", "--model", str(trained_model), "--out", str(out / "notes.txt")])
+    assert r.exit_code == 1 and "is not a folder" in r.stderr
+    assert (out / "notes.txt").read_text() == "mine too\n"
+
+
 def test_precision_auto_uses_bf16_only_where_the_cpu_has_it(monkeypatch):
     monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: True)
     assert resolve_precision("auto", "cpu") == "bf16"
@@ -366,11 +387,12 @@ def test_the_fast_preset_trains_its_network_then_a_texture_network_on_all_the_co
     install(synth_dataset, esc_home)
     r = runner.invoke(app, ["train", "--preset", "fast", "--epochs", "1", "--name", "pair", "--json"])
     assert r.exit_code == 0, r.output
-    assert "member 2: texture, 150 epochs" in r.output and "side by side" not in r.output
-    assert json.loads(r.stdout)["member_epochs"] == [1, 150]
+    # --epochs 1 is quick for both networks: the texture network keeps its share (150 epochs for the CNN's 30)
+    assert "member 2: texture, 5 epochs" in r.output and "side by side" not in r.output
+    assert json.loads(r.stdout)["member_epochs"] == [1, 5]
     meta = checkpoint.read_meta(esc_home / "models" / "pair.pt")
     assert meta["model"]["args"]["member"] == "escnet+texture" and meta["model"]["args"]["mean"] == "geometric"
-    assert [m["epochs"] for m in meta["train"]["members"]] == [1, 150]
+    assert [m["epochs"] for m in meta["train"]["members"]] == [1, 5]
     assert [m["threads"] for m in meta["train"]["members"]] == [os.cpu_count()] * 2  # each on all the cores
     # its texture network hears the per-band statistics too (round 20)
     texture = checkpoint.load(esc_home / "models" / "pair.pt").model.members[1]
@@ -397,6 +419,15 @@ def test_cli_says_what_to_do_when_things_are_missing(esc_home):
     assert r.exit_code == 1 and "unknown recipe" in r.output
     r = runner.invoke(app, ["train", "--precision", "fp8"])
     assert r.exit_code == 1 and "unknown precision 'fp8'" in r.output and "Traceback" not in r.output
+
+
+def test_cli_resume_with_nothing_to_resume_says_so_before_anything_else(synth_dataset, esc_home):
+    install(synth_dataset, esc_home)
+    r = runner.invoke(app, ["train", "--epochs", "1", "--resume"])
+    assert_one_line_error(r, "nothing to resume: no training of default-fold5 was interrupted", "without --resume")
+    r = runner.invoke(app, ["train", "--epochs", "1", "--cv", "--name", "x", "--resume"])
+    assert_one_line_error(r, "nothing to resume: no fold of x was finished or started")
+    assert not (esc_home / "features").exists()  # refused before the features were built
 
 
 def test_damaged_and_foreign_model_files_are_refused(trained_model, tmp_path):

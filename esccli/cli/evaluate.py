@@ -13,16 +13,19 @@ def evaluate(
     fold: Optional[int] = typer.Option(None, "--fold", min=1, max=5, help="Fold to score [default: the model's held-out fold]."),
     allow_seen: bool = typer.Option(False, "--allow-seen", help="Score a fold the model was trained on (not a held-out result)."),
     full: bool = typer.Option(False, "--full", help="Also print the 50x50 confusion matrix."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write confusion.csv/.png, categories.csv and per_class.csv here."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write confusion.csv/.png, categories.csv and per_class.csv in this folder."),
+    force: bool = typer.Option(False, "--force", help="Overwrite reports already in the --out folder."),
     device: common.Device = typer.Option(common.Device.auto, "--device", help="Where the network runs."),
     as_json: bool = typer.Option(False, "--json", help="Print all metrics as JSON on stdout."),
 ) -> None:
     """Evaluate a trained model: accuracy, F1, per-class and category confusions."""
     from esccli import store
     from esccli.cli.featurize import build_features
-    from esccli.evaluate import check_fold, evaluate as run_eval, write_outputs
+    from esccli.evaluate import check_fold, check_out_dir, evaluate as run_eval, write_outputs
     from esccli.train import pick_device
 
+    if out:
+        check_out_dir(out, force)  # before the work, not after it
     layout = common.layout()
     dev = pick_device(device.value)
     lm, builtin = store.load(layout, model, dev)

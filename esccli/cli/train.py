@@ -28,7 +28,7 @@ def train(
     fold: Optional[int] = typer.Option(None, "--fold", min=1, max=5, show_default=False, help="The fold held out for validation [default: 5]."),
     cv: bool = typer.Option(False, "--cv", help="5-fold cross-validation: train five models, report mean +- std."),
     all_folds: bool = typer.Option(False, "--all", help="Train on all five folds (no held-out score; for a final model)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs [default: the recipe's]."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs [default: the recipe's]; a texture network keeps its own, or its share of fewer."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Batch size [default: the recipe's]."),
     lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Peak learning rate [default: the recipe's]."),
     val_every: Optional[int] = typer.Option(None, "--val-every", min=1, help="Score the held-out fold every N epochs and after the last (every epoch with --save-best); training is the same for any N [default: the recipe's]."),
@@ -47,7 +47,7 @@ def train(
     """Train a classifier on ESC-50 (fold 5 held out by default; --cv for all five)."""
     from esccli import store
     from esccli.crossval import fold_name, run_cv
-    from esccli.ensemble import default_jobs
+    from esccli.ensemble import check_resumable, default_jobs
     from esccli.errors import EscError
     from esccli.features import PRESETS
     from esccli.recipes import RECIPES, get_recipe
@@ -71,8 +71,8 @@ def train(
     recipe = get_recipe(preset)
     if arch is not None:
         recipe = recipe.with_arch(arch)
-    recipe = recipe.with_overrides(epochs=epochs, batch_size=batch_size, lr=lr, members=members,
-                                    val_every=val_every)
+    recipe = recipe.with_epochs(epochs).with_overrides(batch_size=batch_size, lr=lr, members=members,
+                                                       val_every=val_every)
     check_recipe(recipe, PRESETS[recipe.features])  # before the features are built: a mistake is told at once
     check_save_best(recipe, save_best, None if all_folds else fold)
     dev = pick_device(device.value)
@@ -96,6 +96,8 @@ def train(
         taken = [t for t in targets if store.model_path(layout, t).exists()]
         if taken:
             raise EscError(f"a model named {taken[0]!r} exists already", "use --name, --force to overwrite, or --resume")
+    if resume:
+        check_resumable(name, [store.model_path(layout, t) for t in targets], cv)  # before the recipe is shown
 
     from esccli.cli.featurize import build_features
 
