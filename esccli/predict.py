@@ -34,6 +34,9 @@ DEFAULT_BATCH_SIZE = 32  # windows per forward pass (a 5 s window is 320 KB of s
 HOP_FRACTION = 0.5  # default hop, as a fraction of the window
 MIN_TAIL = 0.25  # a last, padded window must add this fraction of a window of audio not yet covered
 SILENCE_PEAK = 1e-6  # a window (or a file) whose samples all stay under this is silent: nothing to classify
+# a recording shorter than this gets a note: every sound in ESC-50 lasts longer (the shortest, 0.32 s from the first
+# to the last sample above 1e-4, in 1-100032-A-0), so the model has never heard anything so brief
+SHORT_SECONDS = 0.25
 AUDIO_GLOB = "*.{wav,flac,ogg,oga,opus,mp3,aiff,aif,au}"  # what a folder search picks up by default
 STDIN_NAME = "-"
 
@@ -75,6 +78,7 @@ class FileResult:
     windows: list[Window] = field(default_factory=list)  # filled when asked for (with_windows)
     n_windows: int = 0
     error: str | None = None
+    note: str | None = None  # something to know about a result that is given (a recording too short to mean much)
 
     @property
     def ok(self) -> bool:
@@ -419,6 +423,9 @@ def _windows_of(f: _File, source: Source, window: int, hop: int, sr: int, block_
     yield from iter_windows(counted(stream_audio(source, sr, block_seconds)), window, hop)
     if f.samples == 0:
         raise AudioError(f"too short: no samples left at {sr} Hz")
+    if f.samples < SHORT_SECONDS * sr:
+        r.note = (f"only {f.samples / sr:.3f} s long: shorter than any sound in ESC-50 (the shortest lasts 0.32 s), "
+                  "so its classes mean little")
 
 
 def _finish(f: _File, classes: list[str], k: int, min_probability: float, with_windows: bool) -> FileResult:

@@ -54,3 +54,20 @@ def test_eval_refuses_to_score_the_builtin_model_on_esc50():
     r = runner.invoke(app, ["eval", "--model", "builtin"])
     assert r.exit_code == 1
     assert "trained on every fold" in r.output or "trained on all five folds" in r.output
+
+
+def test_a_table_piped_to_another_program_is_not_cut_to_80_columns(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"} | {"ESC_HOME": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "esccli", "predict", "--examples"], capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    longest = max(sorted(EXAMPLES_DIR.glob("*.flac")), key=lambda p: len(str(p)))
+    assert any(str(longest) in line for line in r.stdout.splitlines()), r.stdout  # one path, one line
+    assert max(map(len, r.stdout.splitlines())) > 80
+    narrow = subprocess.run([sys.executable, "-m", "esccli", "predict", "--examples"], capture_output=True,
+                            text=True, env=env | {"COLUMNS": "60"}, timeout=120)
+    assert max(map(len, narrow.stdout.splitlines())) == 60  # COLUMNS still decides

@@ -28,7 +28,7 @@ runner = CliRunner()
 SR = 16000  # the tiny model's rate; its window is 1 s
 A, B = "mouse_click", "washing_machine"  # two classes the tiny model tells apart with > 90% confidence
 CLASS = {"mouse_click": 31, "washing_machine": 35}
-JSON_KEYS = {"file", "duration", "sample_rate", "channels", "top", "error"}
+JSON_KEYS = {"file", "duration", "sample_rate", "channels", "top", "note", "error"}
 
 
 def run(model, *args, input=None):
@@ -349,7 +349,7 @@ def test_json_schema(model, tmp_path):
     assert "Traceback" not in r.output
     ok, bad = json.loads(r.stdout)
     assert set(ok) == set(bad) == JSON_KEYS  # no "windows" without --windows
-    assert ok["file"] == str(good) and ok["error"] is None and ok["duration"] == pytest.approx(2.0)
+    assert ok["file"] == str(good) and ok["error"] is None and ok["note"] is None and ok["duration"] == pytest.approx(2.0)
     assert len(ok["top"]) == 4 and set(ok["top"][0]) == {"class", "category", "probability"}
     assert ok["top"][0] == {"class": A, "category": "interior/domestic", "probability": ok["top"][0]["probability"]}
     probs = [g["probability"] for g in ok["top"]]
@@ -448,6 +448,23 @@ def test_all_good_exits_0(model, tmp_path):
     r = run(model, write(tmp_path / "x.wav", sound(A, 1.0), SR))
     assert r.exit_code == 0 and r.stderr == ""
     assert A in r.stdout and ": timeline" not in r.stdout  # one window: no timeline
+
+
+def test_a_recording_shorter_than_any_esc50_sound_is_classified_with_a_note(model, tmp_path):
+    blip = write(tmp_path / "blip.wav", sound(A, 0.2), SR)  # under SHORT_SECONDS (0.25 s)
+    one = write(tmp_path / "one.wav", np.array([0.5]), SR)  # a single sample
+    long_enough = write(tmp_path / "ok.wav", sound(A, 0.3), SR)
+    r = run(model, blip, one, long_enough, "--json")
+    assert r.exit_code == 0, r.output
+    recs = records(r)
+    assert recs[str(blip)]["note"].startswith("only 0.200 s long: shorter than any sound in ESC-50")
+    assert recs[str(one)]["note"].startswith("only 0.000 s long")
+    assert recs[str(long_enough)]["note"] is None
+    assert all(rec["top"] and rec["error"] is None for rec in recs.values())  # classified all the same
+    notes = [line for line in r.stderr.splitlines() if line.startswith("note:")]
+    assert notes == [f"note: {blip}: {recs[str(blip)]['note']}", f"note: {one}: {recs[str(one)]['note']}"]
+    r = run(model, blip)  # and beside the table
+    assert r.exit_code == 0 and A in r.stdout and f"note: {blip}: only 0.200 s long" in r.stderr
 
 
 # --- which model -----------------------------------------------------------------------------------------------

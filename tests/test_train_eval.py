@@ -375,6 +375,8 @@ def test_cli_train_then_models_then_eval(synth_dataset, esc_home):
     r = runner.invoke(app, ["models", "--json"])
     assert [m["name"] for m in json.loads(r.stdout)] == ["quick"]
     assert json.loads(r.stdout)[0]["is_default"]
+    acc = json.loads(r.stdout)[0]["val_acc"]  # the stored float32, shown with the 6 decimals it means
+    assert acc == round(meta["train"]["metrics"]["val_acc"], 6) and len(repr(acc)) <= 8, acc
 
     r = runner.invoke(app, ["train", "--preset", "fast", "--epochs", "1", "--name", "quick"])
     assert r.exit_code == 1 and "exists already" in r.output

@@ -5,6 +5,7 @@ JSON, so that `esc predict x.wav --json | jq` works.
 """
 
 import json
+import os
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -15,7 +16,11 @@ from rich.console import Console
 from rich.markup import escape
 
 err = Console(stderr=True, highlight=False)
-out = Console(highlight=False, soft_wrap=True)
+# results piped to a file or another program are not cut to 80 columns (Rich's width without a terminal): tables
+# are as wide as they need, up to PIPED_WIDTH; COLUMNS, when set, still decides
+PIPED_WIDTH = 200
+out = Console(highlight=False, soft_wrap=True,
+              width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else PIPED_WIDTH)
 
 
 class Device(str, Enum):
@@ -63,6 +68,10 @@ def error_line(message: str) -> None:
 
 def warn_line(message: str) -> None:
     err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def note_line(message: str) -> None:
+    err.print(f"[bold yellow]note:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def dim_line(message: str) -> None:

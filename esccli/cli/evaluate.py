@@ -38,7 +38,7 @@ def evaluate(
                            **rep.to_dict(), "files": [str(p) for p in written]})
         return
     if note:
-        common.err.print(f"[bold yellow]note:[/] {note}")
+        common.note_line(note)
     render(lm.name, fold, rep, full)
     for p in written:
         common.dim_line(f"wrote {p}")

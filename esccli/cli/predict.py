@@ -100,6 +100,8 @@ def predict(
                                     min_probability=min_confidence):
             if r.error is not None and fmt == Format.table:
                 common.error_line(f"{r.file}: {r.error}")
+            elif r.error is None and r.note:
+                common.note_line(f"{r.file}: {r.note}")
             results.append(r)
 
     failed = sum(r.error is not None for r in results)
@@ -159,6 +161,7 @@ def _record(r, with_windows: bool) -> dict:
                            "category": _category(w.name),
                            "probability": None if w.probability is None else round(w.probability, 6),
                            "top": _guesses(w.top)} for w in r.windows]
+    rec["note"] = r.note
     rec["error"] = r.error
     return rec
 
