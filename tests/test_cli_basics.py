@@ -33,6 +33,22 @@ def test_help_lists_the_six_commands_with_descriptions():
         assert len(line.split()) > 2, f"{cmd} has no description"
 
 
+def test_every_option_shows_its_value_in_one_style():
+    """A value is an upper-case word (N, NAME|PATH) or its choices (auto|cpu|cuda|mps), never typer's own
+    "<int range>" or "<str>"."""
+    import re
+
+    option = re.compile(r"^  (?:-\w, )?--[\w-]+(?:, --[\w-]+)* (\S+)")
+    shown = []
+    for command in [[], *[[c] for c in COMMANDS + ["models"]]]:
+        r = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+        assert r.exit_code == 0, r.output
+        shown += [(command, m.group(1)) for m in map(option.match, r.output.splitlines()) if m]
+    assert len(shown) > 30
+    words = re.compile(r"[A-Z][A-Z0-9_]*(\|[A-Z][A-Z0-9_]*)*|[a-z0-9]+(\|[a-z0-9]+)+|/")  # "/": --x / --no-x
+    assert [s for s in shown if not words.fullmatch(s[1])] == []
+
+
 def test_help_does_not_import_torch_or_librosa():
     code = (
         "import sys\n"

@@ -43,7 +43,8 @@ class OneLineUsageError(UsageError):
 def _one_line(e: UsageError) -> UsageError:
     if isinstance(e, NoArgsIsHelpError):  # `esc` alone: the help, as click shows it, is not an error
         return e
-    return OneLineUsageError(e.format_message(), e.ctx)
+    # typer 0.2x validates choices through pydantic, whose messages start "Value error, " (a Python word)
+    return OneLineUsageError(e.format_message().replace(": Value error, ", ": "), e.ctx)
 
 
 class EscGroup(TyperGroup):
@@ -131,7 +132,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     data_dir: Optional[Path] = typer.Option(
-        None, "--data-dir", envvar="ESC_HOME", show_envvar=True,
+        None, "--data-dir", metavar="DIR", envvar="ESC_HOME", show_envvar=True,
         help="Where the dataset, feature caches and models live [default: the user data dir].",
     ),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),

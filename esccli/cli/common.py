@@ -31,6 +31,9 @@ class Device(str, Enum):
     mps = "mps"
 
 
+DEVICE_METAVAR = "|".join(d.value for d in Device)  # shown in --help as the other choices are: auto|cpu|cuda|mps
+
+
 @dataclass
 class State:
     data_dir: Path | None = None

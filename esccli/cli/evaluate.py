@@ -9,13 +9,13 @@ from esccli.cli import common
 
 
 def evaluate(
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name or file [default: the default model]."),
-    fold: Optional[int] = typer.Option(None, "--fold", min=1, max=5, help="Fold to score [default: the model's held-out fold]."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", metavar="NAME|PATH", help="Model name or file [default: the default model]."),
+    fold: Optional[int] = typer.Option(None, "--fold", min=1, max=5, metavar="K", help="Fold to score [default: the model's held-out fold]."),
     allow_seen: bool = typer.Option(False, "--allow-seen", help="Score a fold the model was trained on (not a held-out result)."),
     full: bool = typer.Option(False, "--full", help="Also print the 50x50 confusion matrix."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write confusion.csv/.png, categories.csv and per_class.csv in this folder."),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="Write confusion.csv/.png, categories.csv and per_class.csv in this folder."),
     force: bool = typer.Option(False, "--force", help="Overwrite reports already in the --out folder."),
-    device: common.Device = typer.Option(common.Device.auto, "--device", help="Where the network runs."),
+    device: common.Device = typer.Option(common.Device.auto, "--device", metavar=common.DEVICE_METAVAR, help="Where the network runs."),
     as_json: bool = typer.Option(False, "--json", help="Print all metrics as JSON on stdout."),
 ) -> None:
     """Evaluate a trained model: accuracy, F1, per-class and category confusions."""

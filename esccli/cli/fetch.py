@@ -21,7 +21,7 @@ def fetch(
     keep_archive: bool = typer.Option(
         False, "--keep-archive/--no-keep-archive",
         help="Keep the downloaded zip after installing (an archive given with --from is never deleted)."),
-    retries: int = typer.Option(3, "--retries", min=0, help="Network failures to retry, waiting longer each time."),
+    retries: int = typer.Option(3, "--retries", min=0, metavar="N", help="Network failures to retry, waiting longer each time."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Download and install ESC-50 (or install it from an archive or folder you have).

@@ -43,11 +43,11 @@ def predict(
     ),
     windows: bool = typer.Option(
         False, "--windows", help="Include every window: as records (json, csv), or unmerged in the timeline (table)."),
-    fmt: Format = typer.Option(Format.table, "--format", "-f", help="table on the terminal, or json / csv on stdout."),
+    fmt: Format = typer.Option(Format.table, "--format", "-f", metavar="table|json|csv", help="table on the terminal, or json / csv on stdout."),
     as_json: bool = typer.Option(False, "--json", help="Shortcut for --format json."),
     glob: str = typer.Option(AUDIO_GLOB, "--glob", metavar="PATTERN",
                              help="Which files a folder search picks up (case ignored; {a,b} alternatives)."),
-    device: common.Device = typer.Option(common.Device.auto, "--device", help="Where the network runs."),
+    device: common.Device = typer.Option(common.Device.auto, "--device", metavar=common.DEVICE_METAVAR, help="Where the network runs."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, max=4096, metavar="N",
                                    help="Windows per forward pass (across files)."),
     examples: bool = typer.Option(False, "--examples", help="Classify the example clips that ship with esc."),

@@ -38,7 +38,7 @@ def spectrogram(
         help="Write exactly what the network sees instead: the first clip's features as a grey image, "
              "one pixel per (mel band, frame); --width, --height and --dpi are ignored.",
     ),
-    preset: Preset = typer.Option(Preset.default, "--preset", help="Feature parameters to use."),
+    preset: Preset = typer.Option(Preset.default, "--preset", metavar="default|seed", help="Feature parameters to use."),
     force: bool = typer.Option(False, "--force", help="Overwrite the output if it exists."),
 ) -> None:
     """Draw the mel spectrogram of an audio file as a PNG.
