@@ -80,7 +80,8 @@ def wav_bytes(x: np.ndarray, sr: int, subtype: str = "PCM_16", fmt: str = "WAV")
 
 
 def assert_one_line_error(r, *words):
-    """A CliRunner result that failed with exactly one error line on stderr, naming `words`, and no traceback."""
+    """A CliRunner result that failed with exactly one error line on stderr, naming `words`, no traceback and
+    nothing on stdout."""
     assert r.exit_code not in (0, None), r.output
     assert "Traceback" not in r.output
     assert isinstance(r.exception, SystemExit)
@@ -88,6 +89,7 @@ def assert_one_line_error(r, *words):
     assert len(lines) == 1, r.stderr
     for w in words:
         assert w in lines[0], lines[0]
+    assert r.stdout == ""
 
 
 def install(dataset: Path, home: Path) -> None:

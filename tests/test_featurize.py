@@ -28,7 +28,7 @@ from esccli.featurize import (MEMORY_SHARE, FeatureParamsError, _featurize_files
                               check_params, compute_features, load_or_build, read_cache)
 from esccli.fsutil import sha256_file
 from esccli.paths import layout
-from synthetic import class_frequency, class_signal, install
+from synthetic import assert_one_line_error, class_frequency, class_signal, install
 
 runner = CliRunner()
 PARAMS = FeatureParams(**TEST_PARAMS)  # the parameters of the shared synth_features build
@@ -390,17 +390,6 @@ def test_every_preset_passes_the_checks():
 
 def featurize(*args):
     return runner.invoke(app, ["featurize", *args])
-
-
-def assert_one_line_error(r, *words):
-    assert r.exit_code not in (0, None), r.output
-    assert isinstance(r.exception, SystemExit), r.exception
-    assert "Traceback" not in r.output
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
-    assert r.stdout == ""
 
 
 def test_cli_json_then_cached_then_two_workers(esc_home, synth_dataset):
