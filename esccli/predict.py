@@ -8,9 +8,9 @@ recording never has more than a window's overlap plus one read block and one bat
 
 How windows are placed (`window_starts`, the reference the streaming code agrees with):
 - whole windows at 0, hop, 2*hop, ... as long as they fit in the recording;
-- then one more window at the next position, zero-padded at the end as training padded short clips, if it
-  would cover at least a quarter window (MIN_TAIL) of audio that no whole window covers;
-- a recording shorter than one window gives one padded window.
+- then, if any audio is left that no whole window covers, one more window that ends where the recording ends
+  (so every sample is heard, and no window but a short recording's is padded);
+- a recording shorter than one window gives one window, zero-padded at the end as training padded short clips.
 
 Every problem with one file (missing, not audio, empty, corrupt, NaN samples, silent) becomes that file's
 `error`; the other files are still classified.
@@ -32,7 +32,6 @@ from esccli.errors import AudioError, EscError
 DEFAULT_TOP_K = 3
 DEFAULT_BATCH_SIZE = 32  # windows per forward pass (a 5 s window is 320 KB of samples)
 HOP_FRACTION = 0.5  # default hop, as a fraction of the window
-MIN_TAIL = 0.25  # a last, padded window must add this fraction of a window of audio not yet covered
 SILENCE_PEAK = 1e-6  # a window (or a file) whose samples all stay under this is silent: nothing to classify
 # a recording shorter than this gets a note: every sound in ESC-50 lasts longer (the shortest, 0.32 s from the first
 # to the last sample above 1e-4, in 1-100032-A-0), so the model has never heard anything so brief
@@ -62,7 +61,7 @@ class Guess(NamedTuple):
 
 class Window(NamedTuple):
     start: float  # seconds
-    end: float  # seconds; the end of the audio in it (a padded last window ends at the end of the file)
+    end: float  # seconds; the end of the audio in it (a short recording's padded window ends with the recording)
     name: str | None  # the top class; None for a silent window (not classified)
     probability: float | None
     top: list[Guess]
@@ -99,11 +98,10 @@ class Segment:
 
 # --- model-free steps --------------------------------------------------------------------------------------------
 
-def window_starts(n: int, window: int, hop: int, min_tail: int | None = None) -> list[tuple[int, int]]:
+def window_starts(n: int, window: int, hop: int) -> list[tuple[int, int]]:
     """(start, end) sample positions of the windows of an n-sample recording (see the module docstring)."""
     if window <= 0 or hop <= 0:
         raise ValueError("window and hop must be positive")
-    min_tail = max(1, int(window * MIN_TAIL)) if min_tail is None else min_tail
     if n <= 0:
         return []
     if n <= window:
@@ -113,20 +111,17 @@ def window_starts(n: int, window: int, hop: int, min_tail: int | None = None) ->
     while start + window <= n:
         spans.append((start, start + window))
         start += hop
-    covered = spans[-1][1]
-    if n - max(start, covered) >= min_tail:
-        spans.append((start, n))
+    if spans[-1][1] < n:  # audio left after the last whole window: one more, ending with the recording
+        spans.append((n - window, n))
     return spans
 
 
-def iter_windows(blocks: Iterable[np.ndarray], window: int, hop: int,
-                 min_tail: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+def iter_windows(blocks: Iterable[np.ndarray], window: int, hop: int) -> Iterator[tuple[int, np.ndarray]]:
     """(start sample, samples) of each window of a stream of blocks, placed as `window_starts` places them.
 
-    Holds at most one block plus a window of samples: what is before the next window's start is dropped.
-    A padded last window is yielded short; the caller pads it.
+    Holds at most one block plus a window of samples: what is before both the next window's start and the last
+    window's worth of samples is dropped. A recording shorter than a window is yielded short; the caller pads it.
     """
-    min_tail = max(1, int(window * MIN_TAIL)) if min_tail is None else min_tail
     buf = np.zeros(0, np.float32)
     buf_start = 0  # the sample position of buf[0] in the recording
     next_start = 0
@@ -140,7 +135,7 @@ def iter_windows(blocks: Iterable[np.ndarray], window: int, hop: int,
             yield next_start, buf[off:off + window]
             covered = next_start + window
             next_start += hop
-        drop = min(next_start - buf_start, buf.size)
+        drop = min(next_start, n - window) - buf_start  # kept: the next window's start, and the last window
         if drop > 0:
             buf = buf[drop:]
             buf_start += drop
@@ -148,8 +143,8 @@ def iter_windows(blocks: Iterable[np.ndarray], window: int, hop: int,
         return
     if covered == 0:  # shorter than one window
         yield 0, buf
-    elif n - max(next_start, covered) >= min_tail:
-        yield next_start, buf[next_start - buf_start:]
+    elif covered < n:
+        yield n - window, buf[n - window - buf_start:]
 
 
 def category_for(name: str) -> str | None:

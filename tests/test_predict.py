@@ -65,18 +65,32 @@ def test_window_positions():
     assert core.window_starts(0, W, H) == []
     assert core.window_starts(1, W, H) == [(0, 1)]  # one sample: one padded window
     assert core.window_starts(30, W, H) == [(0, 30)]
-    assert core.window_starts(100, W, H) == [(0, 100)]  # exactly one window: no padded copy of its end
-    assert core.window_starts(124, W, H) == [(0, 100)]  # 24 new samples < a quarter window: dropped
-    assert core.window_starts(125, W, H) == [(0, 100), (50, 125)]  # 25 new samples: a padded window
+    assert core.window_starts(100, W, H) == [(0, 100)]  # exactly one window: no copy of its end
+    # audio after the last whole window, however little: one more window, ending with the recording
+    assert core.window_starts(101, W, H) == [(0, 100), (1, 101)]
+    assert core.window_starts(124, W, H) == [(0, 100), (24, 124)]
     assert core.window_starts(200, W, H) == [(0, 100), (50, 150), (100, 200)]
-    assert core.window_starts(230, W, H) == [(0, 100), (50, 150), (100, 200), (150, 230)]
+    assert core.window_starts(230, W, H) == [(0, 100), (50, 150), (100, 200), (130, 230)]
     assert core.window_starts(300, W, 100) == [(0, 100), (100, 200), (200, 300)]
-    # a hop longer than the window leaves gaps; the tail counts from the next start
+    assert core.window_starts(301, W, 100) == [(0, 100), (100, 200), (200, 300), (201, 301)]
+    # a hop longer than the window leaves gaps between whole windows (esc predict refuses one), not at the end
     assert core.window_starts(400, W, 150) == [(0, 100), (150, 250), (300, 400)]
-    assert core.window_starts(470, W, 150) == [(0, 100), (150, 250), (300, 400)]  # 450..470: 20 < 25
-    assert core.window_starts(480, W, 150) == [(0, 100), (150, 250), (300, 400), (450, 480)]
+    assert core.window_starts(470, W, 150) == [(0, 100), (150, 250), (300, 400), (370, 470)]
     with pytest.raises(ValueError):
         core.window_starts(10, W, 0)
+
+
+def test_a_sound_at_the_very_end_of_a_recording_is_heard(model, tmp_path):
+    # 1 s windows, 0.5 s apart: 1.2 s of silence, then 0.2 s of sound. Before, a tail under a quarter window was
+    # dropped, and this file was "silent"; now its last window is the recording's last second, as a file of its own
+    x = np.concatenate([np.zeros(int(1.2 * SR), np.float32), sound(A, 0.2)])
+    r = run(model, write(tmp_path / "late.wav", x, SR), write(tmp_path / "last.wav", x[-SR:], SR), "--json",
+            "--windows")
+    assert r.exit_code == 0, r.output
+    late, last = json.loads(r.stdout)
+    assert [(w["start"], w["end"]) for w in late["windows"]] == [(0.0, 1.0), (0.4, 1.4)]
+    assert late["windows"][0]["class"] is None  # silent
+    assert late["top"] == last["top"] == late["windows"][1]["top"]
 
 
 def test_streamed_windows_are_the_reference_windows():
