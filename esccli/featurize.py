@@ -23,7 +23,7 @@ import numpy as np
 from esccli import __version__
 from esccli.audio import load_audio
 from esccli.dataset import META_CSV, Clip, audio_path, read_metadata
-from esccli.errors import DatasetError, EscError
+from esccli.errors import AudioError, DatasetError, EscError
 from esccli.features import FeatureParams, log_mel, pad_or_trim, params_basis
 from esccli.fsutil import atomic_write, atomic_write_text, folder_lock, remove_stale_temporaries, sha256_file
 from esccli.memory import physical_memory
@@ -267,8 +267,16 @@ def _worker_init() -> None:
 
 
 def _featurize_files(paths: list[str], params: FeatureParams) -> np.ndarray:
-    waves = np.stack([pad_or_trim(load_audio(p, params.sample_rate), params.clip_samples) for p in paths])
+    waves = np.stack([pad_or_trim(_dataset_clip(p, params.sample_rate), params.clip_samples) for p in paths])
     return log_mel(waves, params).astype(np.float16)
+
+
+def _dataset_clip(path: str, sample_rate: int) -> np.ndarray:
+    """A clip of the installed dataset; one that cannot be read means the copy is damaged, which fetch mends."""
+    try:
+        return load_audio(path, sample_rate)
+    except AudioError as e:
+        raise DatasetError(e.message, "the installed ESC-50 is damaged: run `esc fetch --force` to reinstall it") from None
 
 
 def write_cache(folder: Path, fs: FeatureSet, csv_sha: str) -> None:

@@ -50,6 +50,8 @@ MARKER = ".esc-verified.json"        # written into the dataset once it has been
 MARKER_VERSION = 1
 DOWNLOAD_CHUNK = 64 * 1024
 TIMEOUT = 30.0                       # seconds without a byte from the server before an attempt fails
+MAX_DELAY = 60.0                     # the longest wait between two tries of a download
+MAX_RETRIES = 10                     # tries after the first, at most (with MAX_DELAY, under 10 minutes of waiting)
 TMP_PREFIX = ".ESC-50.tmp-"          # unpacking happens in layout.home/.ESC-50.tmp-XXXX
 OLD_PREFIX = ".ESC-50.old-"          # a replaced dataset waits here until the new one is in place
 
@@ -93,7 +95,9 @@ def fetch_dataset(
     force: fetch and replace even if a verified dataset is installed (a complete earlier download is not
     reused; a partial one is still resumed).
     allow_subset: accept a balanced subset (the same number of clips per class and fold) instead of all 2000.
-    keep_archive: keep the downloaded zip after installing (a `source` archive is never deleted).
+    keep_archive: keep the downloaded zip after installing; once kept, it stays (later fetches reuse it, and
+    replace it with --force, keeping the new one) until the user deletes it. A `source` archive is never deleted.
+    A complete archive refused only because it is a subset is kept too, for a run with allow_subset to install.
     progress(stage, done, total): stages "download" and "unpack"/"copy" count bytes, "verify" counts clips.
     notify(message): one-sentence news (resuming, retrying, waiting for another process...).
     """
@@ -189,14 +193,19 @@ def _install_download(layout, url, force, allow_subset, keep_archive, progress, 
                             "for an archive or folder you already have, use --from")
     archive = layout.downloads / ARCHIVE_NAME
     meta = _download_meta(archive)
+    keep_archive = keep_archive or bool(meta.get("kept"))  # kept once, kept until the user deletes it
     if not force and archive.is_file() and meta.get("url") == url and meta.get("complete"):
         notify(f"using the archive downloaded earlier: {archive}")
     else:
         _remove(archive)
         download(url, archive, progress=progress, notify=notify, retries=retries, backoff=backoff,
                  timeout=timeout)
+    if keep_archive:
+        _update_download_meta(archive, kept=True)
     try:
         result = _install_archive(layout, archive, url, allow_subset, progress, limits)
+    except SubsetRefused as e:  # a sound archive, refused by a choice the user can change: keep it for that run
+        raise DatasetError(e.message, f"{e.hint}; the archive is kept in {archive.parent} for that run") from None
     except (DownloadError, DatasetError):  # the archive itself is bad: do not use it again
         if not keep_archive:
             _remove(archive, _meta_path(archive))
@@ -311,6 +320,10 @@ def _relabel(e: DatasetError, root: Path, label: str) -> DatasetError:
     return DatasetError(e.message.replace(str(root), label), e.hint)
 
 
+class SubsetRefused(DatasetError):
+    """A sound ESC-50 subset, refused because the full dataset was asked for."""
+
+
 def _refuse_subset(root: Path, label: str, allow_subset: bool) -> None:
     """Say at once (before decoding anything) that an archive or folder is a subset, not the full dataset."""
     if allow_subset:
@@ -320,8 +333,8 @@ def _refuse_subset(root: Path, label: str, allow_subset: bool) -> None:
     except DatasetError:
         return  # verify_dataset reports it, with the other problems
     if len(clips) < NUM_CLIPS and not check_balance(clips, allow_subset=True):
-        raise DatasetError(f"{label} holds a subset of ESC-50 ({len(clips)} clips, not {NUM_CLIPS})",
-                           "add --allow-subset to install it anyway")
+        raise SubsetRefused(f"{label} holds a subset of ESC-50 ({len(clips)} clips, not {NUM_CLIPS})",
+                            "add --allow-subset to install it anyway")
 
 
 def _folder_root(source: Path) -> Path:
@@ -418,6 +431,13 @@ def _meta_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".json")
 
 
+def _update_download_meta(dest: Path, **fields) -> None:
+    try:
+        atomic_write_text(_meta_path(dest), json.dumps({**_download_meta(dest), **fields}))
+    except OSError as e:
+        raise write_error(e, dest) from None
+
+
 def _download_meta(dest: Path) -> dict:
     try:
         meta = json.loads(_meta_path(dest).read_text(encoding="utf-8"))
@@ -440,8 +460,8 @@ def download(
 
     A side file `dest`.json records the URL and the server's ETag / Last-Modified so that a resumed download
     is refused by the server (If-Range) if the file changed meanwhile. Network errors and 5xx answers are
-    retried `retries` times, waiting backoff, 2*backoff, 4*backoff... seconds; a failure after new bytes
-    arrived starts the count afresh. Raises DownloadError with one line saying what went wrong; the .part
+    retried `retries` times (at most MAX_RETRIES), waiting backoff, 2*backoff, 4*backoff... seconds (at most
+    MAX_DELAY each); a failure after new bytes arrived starts the count afresh. Raises DownloadError with one line saying what went wrong; the .part
     file is kept for the next run.
     """
     dest = Path(dest)
@@ -454,6 +474,7 @@ def download(
         raise write_error(e, dest.parent) from None
     if part.exists() and _download_meta(dest).get("url") != url:
         _remove(part)  # a partial download of something else
+    retries = min(retries, MAX_RETRIES)
     failures = restarts = 0
     while True:
         before = _size(part)
@@ -469,9 +490,9 @@ def download(
             if failures > retries:
                 saved = _size(part)
                 hint = f"{human_size(saved)} saved; run the same command again to resume" if saved else None
-                tries = f" (tried {failures} times)" if failures > 1 else ""
+                tries = f" ({failures} tries in a row, none of them getting a byte further)" if failures > 1 else ""
                 raise DownloadError(f"cannot download {url}: {e}{tries}", hint) from None
-            delay = backoff * 2 ** (failures - 1)
+            delay = min(MAX_DELAY, backoff * 2 ** (failures - 1))
             notify(f"{e}; retrying" + (f" in {delay:.0f} s" if delay >= 1 else ""))
             sleep(delay)
     meta = _download_meta(dest)

@@ -341,8 +341,10 @@ def test_a_missing_or_broken_clip_is_a_clear_error(esc_home, small, tmp_path):
     with pytest.raises(DatasetError, match=name):
         load_or_build(layout(esc_home), PARAMS, dataset_root=root, jobs=1)
     (root / "audio" / name).write_text("not audio")
-    with pytest.raises(EscError, match=name):
-        load_or_build(layout(esc_home), PARAMS, dataset_root=root, jobs=2)
+    for jobs in (1, 2):  # in this process, and from a worker: the same error, with the same way out
+        with pytest.raises(DatasetError, match=name) as e:
+            load_or_build(layout(esc_home), PARAMS, dataset_root=root, jobs=jobs)
+        assert "not a readable audio file" in str(e.value) and "run `esc fetch --force`" in str(e.value)
     assert not any(layout(esc_home).features.rglob("*.json"))  # nothing cached
 
 

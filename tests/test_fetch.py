@@ -23,7 +23,7 @@ import synthetic
 from esccli.cli import app
 from esccli.dataset import verify_dataset
 from esccli.errors import DatasetError, DownloadError, EscError
-from esccli.fetch import ARCHIVE_NAME, MARKER, download, fetch_dataset, read_marker
+from esccli.fetch import ARCHIVE_NAME, MARKER, MAX_RETRIES, download, fetch_dataset, read_marker
 from esccli.paths import Layout
 
 runner = CliRunner()
@@ -220,8 +220,28 @@ def test_download_installs_verifies_and_deletes_the_archive(layout, tiny):
 def test_keep_archive_keeps_a_byte_identical_zip(layout, tiny):
     with Server(tiny[1].read_bytes()) as srv:
         r = fetch_dataset(layout, url=srv.url, allow_subset=True, keep_archive=True)
-    assert r.archive == layout.downloads / ARCHIVE_NAME
-    assert r.archive.read_bytes() == tiny[1].read_bytes()
+        assert r.archive == layout.downloads / ARCHIVE_NAME
+        assert r.archive.read_bytes() == tiny[1].read_bytes()
+        # kept once, kept after: a later install from it, and one that downloads it again (force), keep it too
+        shutil.rmtree(layout.dataset)
+        notes = []
+        again = fetch_dataset(layout, url=srv.url, allow_subset=True, notify=notes.append)
+        assert any("using the archive downloaded earlier" in n for n in notes) and len(srv.requests) == 1
+        assert again.archive == r.archive and r.archive.read_bytes() == tiny[1].read_bytes()
+        fetch_dataset(layout, url=srv.url, allow_subset=True, force=True)
+        assert len(srv.requests) == 2 and r.archive.read_bytes() == tiny[1].read_bytes()
+
+
+def test_a_subset_refused_keeps_its_download_for_the_run_that_allows_it(layout, tiny):
+    with Server(tiny[1].read_bytes()) as srv:
+        with pytest.raises(DatasetError) as e:
+            fetch_dataset(layout, url=srv.url)
+        assert "--allow-subset" in str(e.value) and "the archive is kept" in str(e.value)
+        assert (layout.downloads / ARCHIVE_NAME).is_file() and not layout.dataset.exists()
+        r = fetch_dataset(layout, url=srv.url, allow_subset=True)
+        assert len(srv.requests) == 1  # not downloaded again
+    assert r.clips == 250 and r.archive is None
+    assert not (layout.downloads / ARCHIVE_NAME).exists()  # used, and not asked to be kept
 
 
 def test_an_interrupted_download_resumes_with_a_range_request(layout, tiny):
@@ -346,7 +366,16 @@ def test_http_500_is_retried_then_reported(layout):
             download(srv.url, layout.downloads / ARCHIVE_NAME, retries=2, backoff=0.5, sleep=sleeps.append)
     assert len(srv.requests) == 3
     assert sleeps == [0.5, 1.0]  # exponential backoff
-    assert "HTTP 500" in str(e.value) and "tried 3 times" in str(e.value) and "\n" not in str(e.value)
+    assert "HTTP 500" in str(e.value) and "3 tries in a row" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_retries_and_their_waits_have_a_ceiling(layout):
+    sleeps = []
+    with Server(b"", status=500) as srv:
+        with pytest.raises(DownloadError):
+            download(srv.url, layout.downloads / ARCHIVE_NAME, retries=50, backoff=1.0, sleep=sleeps.append)
+    assert len(srv.requests) == 1 + MAX_RETRIES == 11
+    assert sleeps == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0, 60.0]  # MAX_DELAY: 60 s at most
 
 
 @pytest.mark.parametrize("body, ctype, words", [

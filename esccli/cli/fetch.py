@@ -45,7 +45,8 @@ def fetch(
     what = "ESC-50" if result.full else "an ESC-50 subset"
     if result.already_present:
         common.out.print(f"{what[0].upper() + what[1:]} is already installed in {result.path} ({result.clips} "
-                         "clips, verified): nothing to do. Use --force to fetch it again.", markup=False)
+                         "clips, verified when installed, all still there): nothing to do. Use --force to fetch it "
+                         "again.", markup=False)
         return
     common.out.print(f"Installed {what} in {result.path}: {result.clips} clips, all verified.", markup=False)
     if result.archive:
