@@ -20,6 +20,8 @@ from esccli.fsutil import atomic_write
 MAX_COLUMNS = 2000  # a long recording is max-pooled in time to at most this many columns (short events stay visible)
 RAW_WHOLE_FILE_SECONDS = 60.0  # --raw reads shorter files whole (as featurize does); longer ones only their start
 COLORMAP = "magma"
+# the steps between time ticks of a recording over a minute long, in seconds (whole minutes and hours, not 8:20)
+TIME_STEPS = (10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
 CONFUSION_COLORMAP = "Blues"
 
 
@@ -43,10 +45,14 @@ def check_output(out_png: Path | str) -> Path:
 
 
 def _save(out_png: Path | str, write) -> Path:
-    """Check the path, then call write(binary file) inside an atomic write; OS errors become EscError."""
+    """Check the path, then call write(binary file) inside an atomic write; OS errors become EscError. Drawing
+    libraries' warnings (matplotlib's "constrained_layout not applied" on a tiny picture) are not for the user."""
+    import warnings
+
     out = check_output(out_png)
     try:
-        with atomic_write(out) as f:
+        with atomic_write(out) as f, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             write(f)
     except OSError as e:
         raise EscError(f"{out}: cannot write ({e.strerror or e})") from None
@@ -133,6 +139,9 @@ def spectrogram_figure(path: Path | str, params: FeatureParams, out_png: Path | 
     path = Path(path)
     check_output(out_png)
     power, factor, frames = mel_power(path, params)
+    if frames < 2:  # a single frame: a picture with no width
+        raise EscError(f"{path}: too short to draw ({frames} frame of {params.hop_length / params.sample_rate * 1000:.0f} ms)",
+                       f"a spectrogram needs at least {params.hop_length / params.sample_rate * 1000:.0f} ms of audio")
     db = db_below_peak(power, params.top_db)  # silence at the floor, as the network sees it
     # column j covers frames j*factor .. (j+1)*factor - 1, and frame i is centred on sample i*hop
     frame_seconds = params.hop_length / params.sample_rate
@@ -147,11 +156,21 @@ def spectrogram_figure(path: Path | str, params: FeatureParams, out_png: Path | 
     img = librosa.display.specshow(db, ax=ax, sr=params.sample_rate, x_coords=centres, x_axis=x_axis, y_axis="mel",
                                    fmin=params.fmin, fmax=params.fmax, cmap=COLORMAP, vmin=-params.top_db, vmax=0.0)
     ax.set_xlim(0, max(seconds, frame_seconds / 2))
+    if x_axis != "s":
+        from matplotlib.ticker import MultipleLocator
+
+        ax.xaxis.set_major_locator(MultipleLocator(time_step(seconds)))
     ax.set_title(path.name if title is None else title)
     ax.set_xlabel(x_label)
     ax.set_ylabel("frequency (Hz)")
     fig.colorbar(img, ax=ax, format="%+2.0f dB")
     return _save(out_png, lambda f: fig.savefig(f, format="png"))
+
+
+def time_step(seconds: float) -> float:
+    """The step between time ticks for a recording over a minute long: the shortest of TIME_STEPS that gives at
+    most 8 ticks."""
+    return next((t for t in TIME_STEPS if seconds / t <= 8), TIME_STEPS[-1])
 
 
 # --- the image the network sees -----------------------------------------------------------------------------

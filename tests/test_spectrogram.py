@@ -165,6 +165,36 @@ def test_silence_is_drawn_at_the_floor_not_at_full_loudness(tmp_path):
 def test_only_png_pictures_are_written(tmp_path, wav):
     assert_one_line_error(run(wav, "-o", tmp_path / "x.jpg"), "PNG pictures only", "x.png")
     assert not (tmp_path / "x.jpg").exists()
+    # an existing file of another kind: the name is the mistake to fix, not the missing --force
+    assert_one_line_error(run(wav, "-o", wav), "PNG pictures only")
+
+
+def test_the_audio_file_is_never_overwritten_by_its_picture(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where the picture goes by default, under the file's own name
+    audio_named_png = write(tmp_path / "x.wav", tone(1.0, 16000), 16000).rename(tmp_path / "weird.png")
+    data = audio_named_png.read_bytes()
+    for force in ([], ["--force"]):
+        assert_one_line_error(run(audio_named_png, *SMALL, *force), "is the audio file itself", "-o")
+        assert_one_line_error(run(audio_named_png, "-o", "weird.png", *SMALL, *force), "is the audio file itself")
+    assert audio_named_png.read_bytes() == data
+
+
+@pytest.mark.parametrize("samples", [1, 100])
+def test_a_recording_too_short_to_draw_is_one_line(tmp_path, samples):
+    short = write(tmp_path / "short.wav", tone(1.0, 16000)[:samples], 16000)
+    assert_one_line_error(run(short, "-o", tmp_path / "s.png", *SMALL), "too short to draw", "20 ms")
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_a_tiny_picture_draws_without_warnings(tmp_path, wav, recwarn):
+    r = run(wav, "-o", tmp_path / "t.png", "--width", "1", "--height", "1", "--dpi", "40")
+    assert r.exit_code == 0 and r.stderr == "" and (tmp_path / "t.png").is_file()
+    assert not [w for w in recwarn if "constrained" in str(w.message)]
+
+
+def test_long_recordings_have_ticks_on_whole_minutes():
+    # a 30-minute recording: 5:00, 10:00 ... rather than matplotlib's 8:20, 16:40, 25:00
+    assert [plotting.time_step(s) for s in (90, 600, 1800, 5400, 10**6)] == [15, 120, 300, 900, 86400]
 
 
 def test_output_folder_missing(tmp_path, wav):

@@ -32,7 +32,7 @@ def spectrogram(
                                 help="Picture width in inches."),
     height: float = typer.Option(4.0, "--height", metavar="INCHES", min=1.0, max=100.0,
                                  help="Picture height in inches."),
-    dpi: int = typer.Option(100, "--dpi", metavar="N", min=10, max=1200, help="Pixels per inch."),
+    dpi: int = typer.Option(100, "--dpi", metavar="N", min=10, max=1200, help=f"Pixels per inch (--width and --height times --dpi at most {MAX_PIXELS} pixels)."),
     raw: bool = typer.Option(
         False, "--raw",
         help="Write exactly what the network sees instead: the first clip's features as a grey image, "
@@ -49,12 +49,14 @@ def spectrogram(
     if not raw and max(width, height) * dpi > MAX_PIXELS:
         raise EscError(f"a picture of {width * dpi:.0f} x {height * dpi:.0f} pixels is too large to draw",
                        f"keep --width and --height times --dpi at most {MAX_PIXELS} pixels")
-    out = output if output is not None else Path(file.stem + ".png")
-    if out.exists() and not out.is_dir() and not force:
-        raise EscError(f"{out}: already exists", "use --force to overwrite it, or -o to choose another name")
-
     from esccli import plotting
     from esccli.features import PRESETS
+
+    out = plotting.check_output(output if output is not None else Path(file.stem + ".png"))  # first: what to fix
+    if out.exists() and file.exists() and out.samefile(file):
+        raise EscError(f"{out}: is the audio file itself", "choose another output name with -o")
+    if out.exists() and not force:
+        raise EscError(f"{out}: already exists", "use --force to overwrite it, or -o to choose another name")
 
     params = PRESETS[preset.value]
     if raw:
