@@ -128,10 +128,11 @@ def verify_dataset(
         if progress:
             progress(i + 1, len(clips))
     if missing:
-        problems.append(f"{len(missing)} listed clips are missing from audio/: {', '.join(missing[:5])}"
+        problems.append(f"{len(missing)} listed clip{'s are' if len(missing) > 1 else ' is'} missing from audio/: "
+                        f"{', '.join(missing[:5])}"
                         + (" ..." if len(missing) > 5 else ""))
     if broken:
-        problems.append(f"{len(broken)} clips do not decode: " + "; ".join(broken[:5]) + (" ..." if len(broken) > 5 else ""))
+        problems.append(f"{len(broken)} clip{'s do' if len(broken) > 1 else ' does'} not decode: " + "; ".join(broken[:5]) + (" ..." if len(broken) > 5 else ""))
     if problems:
         raise DatasetError(f"ESC-50 in {root} is incomplete or damaged:\n  " + "\n  ".join(problems))
     return clips

@@ -40,7 +40,7 @@ from esccli import archive as _archive
 from esccli.archive import (LIMITS, ZIP_MAGIC, Limits, Progress, ReadFailed, check_free_space, check_zip,
                             human_size, looks_like_html, unpack, write_error)
 from esccli.dataset import META_CSV, NUM_CLIPS, audio_path, check_balance, read_metadata, verify_dataset
-from esccli.errors import DatasetError, DownloadError, EscError
+from esccli.errors import DatasetError, DownloadError, EscError, Interrupted
 from esccli.fsutil import LockBusy, atomic_write_text, folder_lock, sha256_file
 from esccli.paths import Layout
 
@@ -461,8 +461,9 @@ def download(
     A side file `dest`.json records the URL and the server's ETag / Last-Modified so that a resumed download
     is refused by the server (If-Range) if the file changed meanwhile. Network errors and 5xx answers are
     retried `retries` times (at most MAX_RETRIES), waiting backoff, 2*backoff, 4*backoff... seconds (at most
-    MAX_DELAY each); a failure after new bytes arrived starts the count afresh. Raises DownloadError with one line saying what went wrong; the .part
-    file is kept for the next run.
+    MAX_DELAY each); a failure after new bytes arrived starts the count afresh. Raises DownloadError with one
+    line saying what went wrong, and Interrupted on Ctrl-C or SIGTERM, saying what was saved; the .part file is
+    kept for the next run.
     """
     dest = Path(dest)
     progress = progress or (lambda stage, done, total: None)
@@ -475,12 +476,32 @@ def download(
     if part.exists() and _download_meta(dest).get("url") != url:
         _remove(part)  # a partial download of something else
     retries = min(retries, MAX_RETRIES)
+    try:
+        _download_until_complete(url, dest, part, progress, notify, retries, backoff, timeout, sleep)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: say what is kept (the .part, to resume from)
+        saved = _size(part)
+        raise Interrupted(f"download interrupted; {human_size(saved)} saved in {part}" if saved else
+                          "download interrupted before its first byte",
+                          "run the same command again to resume" if saved else None) from None
+    meta = _download_meta(dest)
+    meta["complete"] = True
+    try:
+        os.replace(part, dest)
+        atomic_write_text(_meta_path(dest), json.dumps(meta))
+    except OSError as e:
+        raise write_error(e, dest) from None
+    return dest
+
+
+def _download_until_complete(url: str, dest: Path, part: Path, progress: Progress, notify: Notify, retries: int,
+                             backoff: float, timeout: float, sleep: Callable[[float], None]) -> None:
+    """download's attempts, retries and waits, until `part` is complete (see download)."""
     failures = restarts = 0
     while True:
         before = _size(part)
         try:
             if _attempt(url, dest, part, progress, notify, timeout):
-                break
+                return
             restarts += 1  # the partial file had to be dropped: start again from 0 at once
             if restarts > 2:
                 raise DownloadError(f"cannot download {url}: the server's answers to resumed downloads make no sense")
@@ -495,14 +516,6 @@ def download(
             delay = min(MAX_DELAY, backoff * 2 ** (failures - 1))
             notify(f"{e}; retrying" + (f" in {delay:.0f} s" if delay >= 1 else ""))
             sleep(delay)
-    meta = _download_meta(dest)
-    meta["complete"] = True
-    try:
-        os.replace(part, dest)
-        atomic_write_text(_meta_path(dest), json.dumps(meta))
-    except OSError as e:
-        raise write_error(e, dest) from None
-    return dest
 
 
 def _size(path: Path) -> int:

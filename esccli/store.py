@@ -147,6 +147,10 @@ def resolve(layout: Layout, name_or_path: str | None) -> tuple[Path, bool]:
 
 
 def load(layout: Layout, name_or_path: str | None, device: str = "cpu"):
-    """(LoadedModel, is_builtin)."""
+    """(LoadedModel, is_builtin). The built-in model is named BUILTIN_NAME, as `-m` and `esc models` name it
+    (its file says where it came from: esc-default)."""
     path, builtin = resolve(layout, name_or_path)
-    return checkpoint.load(path, device), builtin
+    lm = checkpoint.load(path, device)
+    if builtin:
+        lm.meta["name"] = BUILTIN_NAME
+    return lm, builtin

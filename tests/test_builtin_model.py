@@ -71,3 +71,16 @@ def test_a_table_piped_to_another_program_is_not_cut_to_80_columns(tmp_path):
     narrow = subprocess.run([sys.executable, "-m", "esccli", "predict", "--examples"], capture_output=True,
                             text=True, env=env | {"COLUMNS": "60"}, timeout=120)
     assert max(map(len, narrow.stdout.splitlines())) == 60  # COLUMNS still decides
+    # and a narrow table wraps the answer (the class, the third column) rather than cutting it short
+    classes = [line.split("│")[3].strip() for line in narrow.stdout.splitlines() if line.startswith("│")]
+    assert classes and not [c for c in classes if c.endswith("…")], narrow.stdout
+
+
+def test_the_builtin_model_is_called_builtin_wherever_it_is_shown(tmp_path):
+    from esccli import store
+    from esccli.paths import layout
+
+    for name in ("builtin", None, str(BUILTIN_PATH)):  # by name, as the default, by its file
+        lm, builtin = store.load(layout(tmp_path), name)
+        assert builtin and lm.name == store.BUILTIN_NAME == "builtin"  # not its file's "esc-default"
+    assert checkpoint.read_meta(BUILTIN_PATH)["name"] == "esc-default"  # the file itself unchanged

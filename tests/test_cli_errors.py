@@ -124,6 +124,7 @@ def test_fold_is_refused_where_it_would_be_ignored(extra):
     (["predict", "--format", "xml", "x.wav"], "'xml'"),
     (["trian"], "No such command 'trian'"),
     (["--bogus"], "No such option: --bogus"),
+    (["fetch", "--data-dir", "x"], "--data-dir goes before the command: esc --data-dir DIR fetch"),
 ])
 def test_command_line_mistakes_are_one_line_saying_where_to_look(args, says):
     r = runner.invoke(app, args)

@@ -21,10 +21,10 @@ from typer.testing import CliRunner
 
 import esccli.archive
 import synthetic
-from esccli.archive import Limits, ReadFailed, copy_stream, safe_members
+from esccli.archive import Limits, ReadFailed, copy_stream, human_size, safe_members
 from esccli.cli import app
 from esccli.dataset import verify_dataset
-from esccli.errors import DatasetError, DownloadError, EscError
+from esccli.errors import DatasetError, DownloadError, EscError, Interrupted
 from esccli.fetch import ARCHIVE_NAME, fetch_dataset, read_marker
 from esccli.fsutil import folder_lock
 from test_fetch import Server, full_archive, layout, leftovers, quick_and_tidy, tiny  # noqa: F401
@@ -209,7 +209,7 @@ def broken_copy(tiny, tmp_path, how: str) -> tuple[Path, str]:
     return root, victim.name
 
 
-@pytest.mark.parametrize("how, words", [("missing", "missing from audio/"), ("undecodable", "do not decode")])
+@pytest.mark.parametrize("how, words", [("missing", "1 listed clip is missing from audio/"), ("undecodable", "1 clip does not decode")])
 @pytest.mark.parametrize("as_zip", [True, False])
 def test_a_missing_or_broken_clip_is_named_and_the_old_dataset_stays(layout, tiny, tmp_path, how, words, as_zip):
     fetch_dataset(layout, source=tiny[0], allow_subset=True)
@@ -308,10 +308,12 @@ def test_ctrl_c_while_downloading_keeps_the_part_for_a_resume(layout, tiny):
             raise KeyboardInterrupt
 
     with Server(body) as srv:
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(Interrupted) as e:  # which says what it kept
             fetch_dataset(layout, url=srv.url, allow_subset=True, progress=progress)
         part = layout.downloads / (ARCHIVE_NAME + ".part")
         kept = part.stat().st_size
+        assert str(e.value) == (f"download interrupted; {human_size(kept)} saved in {part} "
+                                "(run the same command again to resume)") and e.value.exit_code == 130
         assert 0 < kept < len(body)
         assert_untouched(layout)
         r = fetch_dataset(layout, url=srv.url, allow_subset=True, keep_archive=True)

@@ -585,6 +585,9 @@ def test_store_default_and_names(trained_model, esc_home):
     shutil.copy(trained_model, L.models / "a.best.pt")
     store.set_default(L, "a.best")  # a --save-best epoch may be the default
     assert store.resolve(L, None) == (L.models / "a.best.pt", False)
+    r = runner.invoke(app, ["models", "--default", ""])  # an empty name is a mistake, not "list the models"
+    assert_one_line_error(r, "bad model name ''")
+    assert store.resolve(L, None) == (L.models / "a.best.pt", False)
 
 
 def test_a_stored_models_name_wins_over_a_file_of_that_name_here(trained_model, esc_home, tmp_path, monkeypatch):

@@ -44,7 +44,11 @@ def _one_line(e: UsageError) -> UsageError:
     if isinstance(e, NoArgsIsHelpError):  # `esc` alone: the help, as click shows it, is not an error
         return e
     # typer 0.2x validates choices through pydantic, whose messages start "Value error, " (a Python word)
-    return OneLineUsageError(e.format_message().replace(": Value error, ", ": "), e.ctx)
+    message = e.format_message().replace(": Value error, ", ": ")
+    if message.startswith("No such option: --data-dir") and e.ctx is not None and e.ctx.parent is not None:
+        message = (f"--data-dir goes before the command: esc --data-dir DIR {e.ctx.info_name} ... "
+                   "(or set ESC_HOME)")
+    return OneLineUsageError(message, e.ctx)
 
 
 class EscGroup(TyperGroup):

@@ -17,7 +17,7 @@ def models(
     from esccli import store
 
     layout = common.layout()
-    if default:
+    if default is not None:  # "" too: set_default says it is not a name
         store.set_default(layout, default)
         common.err.print(f"default model: {default}")
     infos = store.list_models(layout)

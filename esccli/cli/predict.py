@@ -218,7 +218,7 @@ def _render_tables(results, window_seconds: float, min_confidence: float, every_
     t = Table(title=None, show_lines=False)
     t.add_column("file", overflow="fold")
     t.add_column("duration", justify="right")
-    t.add_column("class")
+    t.add_column("class", overflow="fold")  # in a narrow terminal the answer wraps rather than being cut short
     t.add_column("category", style="dim")
     t.add_column("probability", justify="right")
     for r in good:
