@@ -49,6 +49,28 @@ def test_every_option_shows_its_value_in_one_style():
     assert [s for s in shown if not words.fullmatch(s[1])] == []
 
 
+def complete(words: str, home) -> list[str]:
+    """What the shell completion offers for the last (empty) word of `words`, as bash asks for it."""
+    r = runner.invoke(app, [], prog_name="esc", env={"_ESC_COMPLETE": "complete_bash", "COMP_WORDS": words + " ",
+                                                      "COMP_CWORD": str(len(words.split())), "ESC_HOME": str(home)})
+    assert r.exit_code == 0, r.output
+    return sorted(r.output.split())
+
+
+def test_completion_offers_presets_and_model_names(tmp_path):
+    from esccli.features import PRESETS
+    from esccli.recipes import RECIPES
+
+    assert complete("esc train --preset", tmp_path) == sorted(RECIPES) == ["default", "fast", "seed"]
+    assert complete("esc featurize --preset", tmp_path) == sorted(PRESETS) == ["default", "seed"]
+    assert complete("esc models --default", tmp_path) == ["builtin"]  # no models yet
+    models = tmp_path / "models"
+    models.mkdir()
+    for f in ("a.pt", "a.best.pt", "a.resume.pt", ".a.member0.pt", "notes.txt"):
+        (models / f).write_bytes(b"")
+    assert complete("esc models --default", tmp_path) == ["a", "a.best", "builtin"]
+
+
 def test_help_does_not_import_torch_or_librosa():
     code = (
         "import sys\n"

@@ -59,6 +59,33 @@ def layout():
     return _layout(state.data_dir)
 
 
+# --- shell completion of values (each reads only names: no model file is opened, torch is not imported) --------
+
+def complete_models(incomplete: str) -> list[str]:
+    """Names for models --default: the stored models (a --save-best epoch too) and the built-in one. (Not for -m,
+    which takes files too: a completion of names would hide the shell's own completion of paths.)"""
+    from esccli.store import BUILTIN_NAME, RESUME, SUFFIX
+
+    try:
+        names = sorted(p.stem for p in layout().models.glob(f"*{SUFFIX}")
+                       if not p.name.startswith(".") and not p.stem.endswith(RESUME))
+    except OSError:
+        names = []
+    return [*names, BUILTIN_NAME]  # typer keeps those that start with `incomplete`
+
+
+def complete_recipes(incomplete: str) -> list[str]:
+    from esccli.recipes import RECIPES
+
+    return list(RECIPES)
+
+
+def complete_feature_presets(incomplete: str) -> list[str]:
+    from esccli.features import PRESETS
+
+    return list(PRESETS)
+
+
 def print_json(obj) -> None:
     """A result as JSON on stdout (plain print: no Rich markup or wrapping)."""
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")

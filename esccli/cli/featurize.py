@@ -32,7 +32,7 @@ def build_features(params, jobs: Optional[int] = None, rebuild: bool = False):
 
 
 def featurize(
-    preset: str = typer.Option("default", "--preset", metavar="NAME", help="Feature parameters by name: default (16 kHz, 64 mels) or seed (the notebook's 44.1 kHz, 128-mel image)."),
+    preset: str = typer.Option("default", "--preset", metavar="NAME", autocompletion=common.complete_feature_presets, help="Feature parameters by name: default (16 kHz, 64 mels) or seed (the notebook's 44.1 kHz, 128-mel image)."),
     sample_rate: Optional[int] = typer.Option(None, "--sample-rate", metavar="HZ", help="Internal sample rate (Hz)."),
     n_fft: Optional[int] = typer.Option(None, "--n-fft", metavar="N", help="STFT window length (samples)."),
     hop_length: Optional[int] = typer.Option(None, "--hop-length", metavar="N", help="STFT hop (samples)."),

@@ -8,7 +8,7 @@ from esccli.cli import common
 
 
 def models(
-    default: Optional[str] = typer.Option(None, "--default", metavar="NAME", help="Make this model the default for predict and eval."),
+    default: Optional[str] = typer.Option(None, "--default", metavar="NAME", autocompletion=common.complete_models, help="Make this model the default for predict and eval."),
     as_json: bool = typer.Option(False, "--json", help="Print the list as JSON on stdout."),
 ) -> None:
     """List trained models (fold, accuracy, date) or set the default one."""

@@ -23,7 +23,7 @@ def epoch_line(s, prefix: str = "") -> str:
 
 
 def train(
-    preset: Optional[str] = typer.Option(None, "--preset", "--recipe", metavar="NAME", help="Training recipe: default, fast, or seed (the student notebook, exactly)."),
+    preset: Optional[str] = typer.Option(None, "--preset", "--recipe", metavar="NAME", autocompletion=common.complete_recipes, help="Training recipe: default, fast, or seed (the student notebook, exactly)."),
     arch: Optional[str] = typer.Option(None, "--arch", metavar="escnet|seed", help="Architecture: escnet (default) or seed; --arch seed alone selects the seed recipe."),
     fold: Optional[int] = typer.Option(None, "--fold", min=1, max=5, show_default=False, metavar="K", help="The fold held out for validation [default: 5]."),
     cv: bool = typer.Option(False, "--cv", help="5-fold cross-validation: train five models, report mean +- std."),
