@@ -87,7 +87,11 @@ def write_outputs(rep: Report, out_dir: Path) -> list[Path]:
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(header)
         w.writerows(rows)
-        atomic_write_text(out_dir / name, buf.getvalue())
+        try:
+            atomic_write_text(out_dir / name, buf.getvalue())
+        except OSError as e:  # a full disk: say which file, and that those before it are whole
+            done = f"; {', '.join(p.name for p in written)} written (use --force to replace them)" if written else ""
+            raise EscError(f"cannot write {out_dir / name}: {e.strerror or e}{done}") from None
         written.append(out_dir / name)
 
     table("confusion.csv", ["true\\predicted", *CLASS_NAMES],

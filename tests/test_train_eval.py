@@ -302,6 +302,27 @@ def test_cli_eval_json_and_outputs(trained_model, synth_dataset, esc_home, tmp_p
     assert "accuracy" in r.stdout and "most confused" in r.stdout and "rows: true" in r.stdout
 
 
+def test_a_full_disk_while_writing_reports_names_the_file_and_what_was_written(trained_model, synth_features,
+                                                                               tmp_path, monkeypatch):
+    import esccli.evaluate as evaluate_module
+
+    rep = evaluate(checkpoint.load(trained_model), synth_features, fold=5)
+    real, calls = evaluate_module.atomic_write_text, []
+
+    def full_on_the_second(path, text):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real(path, text)
+
+    monkeypatch.setattr(evaluate_module, "atomic_write_text", full_on_the_second)
+    with pytest.raises(EscError) as e:
+        evaluate_module.write_outputs(rep, tmp_path / "out")
+    assert str(e.value) == (f"cannot write {tmp_path / 'out' / 'categories.csv'}: No space left on device; "
+                            "confusion.csv written (use --force to replace them)")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["confusion.csv"]
+
+
 def test_cli_eval_out_keeps_reports_already_there(trained_model, synth_dataset, esc_home, tmp_path):
     install(synth_dataset, esc_home)
     out = tmp_path / "out"
