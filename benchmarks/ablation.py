@@ -6,7 +6,8 @@
     python benchmarks/ablation.py --jobs 2 --set 'arch_args={"stem_order": "relu-pool-bn"}'  # members side by side
 
 Each --set overrides one field of the recipe (esccli/recipes.py); the value is read as JSON when it parses,
-else as a string. Each --feature overrides one feature parameter of the recipe's feature preset
+else as a string. It sets that field alone: `--set epochs=N` leaves a texture member's own epochs as they are,
+where `esc train --epochs N` (and crossval.py --epochs) shortens them too (Recipe.with_epochs). Each --feature overrides one feature parameter of the recipe's feature preset
 (esccli/features.py) the same way. Trains on the shared 16 kHz ESC-50 copy with `fold` held out, and prints the
 held-out accuracy of the final epoch (no epoch picking) and the wall time of the training loop. The model is
 written to BENCH_HOME/ablation/ and is not part of the `esc models` list.

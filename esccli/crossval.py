@@ -12,7 +12,7 @@ from typing import Callable
 
 from esccli import checkpoint
 from esccli.dataset import NUM_FOLDS
-from esccli.errors import EscError, ModelError
+from esccli.errors import ModelError
 from esccli.fsutil import atomic_write_text
 from esccli.metrics import mean_std
 from esccli.recipes import Recipe
@@ -63,12 +63,14 @@ def run_cv(fs, recipe: Recipe, models_dir: Path, name: str, seed: int = 0, devic
     """Train one model per fold, each with that fold held out, and write the summary. With `resume`, a fold model
     these settings made is kept and its score reused, an interrupted fold continues and a fold not started is
     trained; a finished fold model made with other settings is refused unless `overwrite` (it is trained again)."""
-    from esccli.ensemble import saved_progress
+    from esccli.ensemble import check_resumable, saved_progress
     from esccli.train import check_recipe, resolve_precision, train
 
     check_recipe(recipe, fs.params)  # before any fold starts, in this process or another
     precision = resolve_precision(precision, device, recipe.allow_bf16)
     folds = folds or list(range(1, NUM_FOLDS + 1))
+    if resume:
+        check_resumable(name, [Path(models_dir) / f"{fold_name(name, k)}.pt" for k in folds], cv=True)
     result = CVResult(name)
     todo = []
     for k in folds:
@@ -84,9 +86,6 @@ def run_cv(fs, recipe: Recipe, models_dir: Path, name: str, seed: int = 0, devic
                              "use --force to train it again with these, or another --name")
         else:
             todo.append((k, path))
-    if resume and not result.folds and not any(path.is_file() or saved_progress(path) for _, path in todo):
-        raise EscError(f"nothing to resume: no fold of {name} was finished or started in {models_dir}",
-                       "run again without --resume")
 
     def record(k: int, acc: float, secs: float) -> None:
         result.folds[k], result.seconds[k] = acc, secs

@@ -90,8 +90,7 @@ def write_outputs(rep: Report, out_dir: Path) -> list[Path]:
         try:
             atomic_write_text(out_dir / name, buf.getvalue())
         except OSError as e:  # a full disk: say which file, and that those before it are whole
-            done = f"; {', '.join(p.name for p in written)} written (use --force to replace them)" if written else ""
-            raise EscError(f"cannot write {out_dir / name}: {e.strerror or e}{done}") from None
+            raise EscError(f"cannot write {out_dir / name}: {e.strerror or e}{_written(written)}") from None
         written.append(out_dir / name)
 
     table("confusion.csv", ["true\\predicted", *CLASS_NAMES],
@@ -102,6 +101,15 @@ def write_outputs(rep: Report, out_dir: Path) -> list[Path]:
           [[c.name, c.support, f"{c.recall:.4f}", f"{c.precision:.4f}", f"{c.f1:.4f}", c.confused_with or "",
             c.confused_count] for c in rep.per_class])
     png = out_dir / OUTPUT_FILES[-1]
-    confusion_heatmap(rep.matrix, list(CLASS_NAMES), png, title=f"confusion ({rep.clips} clips, accuracy {rep.accuracy:.1%})")
+    try:
+        confusion_heatmap(rep.matrix, list(CLASS_NAMES), png,
+                          title=f"confusion ({rep.clips} clips, accuracy {rep.accuracy:.1%})")
+    except EscError as e:
+        raise EscError(f"{e.message}{_written(written)}") from None
     written.append(png)
     return written
+
+
+def _written(written: list[Path]) -> str:
+    """What a failed write_outputs leaves, for its message."""
+    return f"; {', '.join(p.name for p in written)} written (use --force to replace them)" if written else ""

@@ -80,7 +80,7 @@ def fetch_dataset(
     source: Path | str | None = None,
     force: bool = False,
     allow_subset: bool = False,
-    keep_archive: bool = False,
+    keep_archive: bool | None = None,
     progress: Progress | None = None,
     notify: Notify | None = None,
     retries: int = 3,
@@ -93,11 +93,12 @@ def fetch_dataset(
     url: download from there instead of DEFAULT_URL. source: install from a local .zip or an unpacked folder
     (one holding meta/esc50.csv and audio/, or holding one such folder) instead of downloading.
     force: fetch and replace even if a verified dataset is installed (a complete earlier download is not
-    reused; a partial one is still resumed).
+    reused unless it was kept; a partial one is still resumed).
     allow_subset: accept a balanced subset (the same number of clips per class and fold) instead of all 2000.
-    keep_archive: keep the downloaded zip after installing; once kept, it stays (later fetches reuse it, and
-    replace it with --force, keeping the new one) until the user deletes it. A `source` archive is never deleted.
-    A complete archive refused only because it is a subset is kept too, for a run with allow_subset to install.
+    keep_archive: keep the downloaded zip after installing (True), or delete it (False); None: as the last fetch
+    that said (kept archives stay, and later fetches, --force ones too, reuse them). An archive that no longer
+    installs is deleted, kept or not. A `source` archive is never deleted. A complete archive refused only
+    because it is a subset is kept, for a run with allow_subset to install.
     progress(stage, done, total): stages "download" and "unpack"/"copy" count bytes, "verify" counts clips.
     notify(message): one-sentence news (resuming, retrying, waiting for another process...).
     """
@@ -193,24 +194,32 @@ def _install_download(layout, url, force, allow_subset, keep_archive, progress, 
                             "for an archive or folder you already have, use --from")
     archive = layout.downloads / ARCHIVE_NAME
     meta = _download_meta(archive)
-    keep_archive = keep_archive or bool(meta.get("kept"))  # kept once, kept until the user deletes it
-    if not force and archive.is_file() and meta.get("url") == url and meta.get("complete"):
-        notify(f"using the archive downloaded earlier: {archive}")
-    else:
-        _remove(archive)
+    keep = bool(meta.get("kept")) if keep_archive is None else keep_archive  # kept once, kept until told not to
+    reused = (archive.is_file() and meta.get("url") == url and bool(meta.get("complete"))
+              and (not force or bool(meta.get("kept"))))
+    if reused:
+        notify(f"using the archive {'kept' if meta.get('kept') else 'downloaded'} earlier: {archive}"
+               + (" (delete it to download a fresh copy)" if force else ""))
+    else:  # the wish to keep it is written first: a download cut short still remembers it
+        _update_download_meta(archive, kept=keep)
         download(url, archive, progress=progress, notify=notify, retries=retries, backoff=backoff,
                  timeout=timeout)
-    if keep_archive:
-        _update_download_meta(archive, kept=True)
+    _update_download_meta(archive, kept=keep)
     try:
         result = _install_archive(layout, archive, url, allow_subset, progress, limits)
     except SubsetRefused as e:  # a sound archive, refused by a choice the user can change: keep it for that run
         raise DatasetError(e.message, f"{e.hint}; the archive is kept in {archive.parent} for that run") from None
-    except (DownloadError, DatasetError):  # the archive itself is bad: do not use it again
-        if not keep_archive:
+    except (DownloadError, DatasetError) as e:  # the archive itself is bad: never used again
+        if reused:  # from an earlier run, kept or not (the wish to keep the next one stays)
+            _remove(archive, _meta_path(archive))
+            if keep:
+                _update_download_meta(archive, kept=True)
+            raise type(e)(e.message, f"the archive from an earlier download ({archive}) did not install and is "
+                                     "deleted: run again to download a fresh copy") from None
+        if not keep:
             _remove(archive, _meta_path(archive))
         raise
-    if keep_archive:
+    if keep:
         return FetchResult(result.path, result.clips, result.source, False, result.full, archive)
     _remove(archive, _meta_path(archive))
     return result
@@ -497,6 +506,7 @@ def _download_until_complete(url: str, dest: Path, part: Path, progress: Progres
                              backoff: float, timeout: float, sleep: Callable[[float], None]) -> None:
     """download's attempts, retries and waits, until `part` is complete (see download)."""
     failures = restarts = 0
+    got_further = False  # whether the first failure of the current run of them still brought new bytes
     while True:
         before = _size(part)
         try:
@@ -507,11 +517,15 @@ def _download_until_complete(url: str, dest: Path, part: Path, progress: Progres
                 raise DownloadError(f"cannot download {url}: the server's answers to resumed downloads make no sense")
             continue
         except _Retry as e:
-            failures = 1 if _size(part) > before else failures + 1  # new bytes start the count afresh
+            if _size(part) > before:  # new bytes start the count afresh
+                failures, got_further = 1, True
+            else:
+                failures, got_further = failures + 1, got_further and failures > 0
             if failures > retries:
                 saved = _size(part)
                 hint = f"{human_size(saved)} saved; run the same command again to resume" if saved else None
-                tries = f" ({failures} tries in a row, none of them getting a byte further)" if failures > 1 else ""
+                stalled = failures - got_further
+                tries = f" ({stalled} tries in a row without a byte more)" if stalled > 1 else ""
                 raise DownloadError(f"cannot download {url}: {e}{tries}", hint) from None
             delay = min(MAX_DELAY, backoff * 2 ** (failures - 1))
             notify(f"{e}; retrying" + (f" in {delay:.0f} s" if delay >= 1 else ""))
@@ -576,7 +590,7 @@ def _attempt(url: str, dest: Path, part: Path, progress: Progress, notify: Notif
                                     "the address may need a login, or point to a page about the file")
             atomic_write_text(_meta_path(dest), json.dumps({
                 "url": url, "etag": resp.headers.get("ETag"), "last_modified": resp.headers.get("Last-Modified"),
-                "length": total}))
+                "length": total, "kept": bool(_download_meta(dest).get("kept"))}))  # kept: esc fetch's wish
         else:
             raise DownloadError(f"cannot download {url}: unexpected answer HTTP {resp.status} {resp.reason}")
         if total is not None:

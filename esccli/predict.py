@@ -8,8 +8,8 @@ recording never has more than a window's overlap plus one read block and one bat
 
 How windows are placed (`window_starts`, the reference the streaming code agrees with):
 - whole windows at 0, hop, 2*hop, ... as long as they fit in the recording;
-- then, if any audio is left that no whole window covers, one more window that ends where the recording ends
-  (so every sample is heard, and no window but a short recording's is padded);
+- then, if at least SHORT_SECONDS of audio are left that no whole window covers, one more window that ends
+  where the recording ends (so no sound is left unheard, and no window but a short recording's is padded);
 - a recording shorter than one window gives one window, zero-padded at the end as training padded short clips.
 
 Every problem with one file (missing, not audio, empty, corrupt, NaN samples, silent) becomes that file's
@@ -33,8 +33,9 @@ DEFAULT_TOP_K = 3
 DEFAULT_BATCH_SIZE = 32  # windows per forward pass (a 5 s window is 320 KB of samples)
 HOP_FRACTION = 0.5  # default hop, as a fraction of the window
 SILENCE_PEAK = 1e-6  # a window (or a file) whose samples all stay under this is silent: nothing to classify
-# a recording shorter than this gets a note: every sound in ESC-50 lasts longer (the shortest, 0.32 s from the first
-# to the last sample above 1e-4, in 1-100032-A-0), so the model has never heard anything so brief
+# a recording shorter than this gets a note, and audio left after a recording's last whole window gets a window of
+# its own only if it lasts this long: every sound in ESC-50 lasts longer (the shortest, 0.32 s from the first to
+# the last sample above 1e-4, in 1-100032-A-0), so the model has never heard anything so brief
 SHORT_SECONDS = 0.25
 AUDIO_GLOB = "*.{wav,flac,ogg,oga,opus,mp3,aiff,aif,au}"  # what a folder search picks up by default
 STDIN_NAME = "-"
@@ -98,7 +99,7 @@ class Segment:
 
 # --- model-free steps --------------------------------------------------------------------------------------------
 
-def window_starts(n: int, window: int, hop: int) -> list[tuple[int, int]]:
+def window_starts(n: int, window: int, hop: int, min_tail: int = 1) -> list[tuple[int, int]]:
     """(start, end) sample positions of the windows of an n-sample recording (see the module docstring)."""
     if window <= 0 or hop <= 0:
         raise ValueError("window and hop must be positive")
@@ -111,12 +112,13 @@ def window_starts(n: int, window: int, hop: int) -> list[tuple[int, int]]:
     while start + window <= n:
         spans.append((start, start + window))
         start += hop
-    if spans[-1][1] < n:  # audio left after the last whole window: one more, ending with the recording
+    if n - spans[-1][1] >= min_tail:  # audio left after the last whole window: one more, ending with the recording
         spans.append((n - window, n))
     return spans
 
 
-def iter_windows(blocks: Iterable[np.ndarray], window: int, hop: int) -> Iterator[tuple[int, np.ndarray]]:
+def iter_windows(blocks: Iterable[np.ndarray], window: int, hop: int,
+                 min_tail: int = 1) -> Iterator[tuple[int, np.ndarray]]:
     """(start sample, samples) of each window of a stream of blocks, placed as `window_starts` places them.
 
     Holds at most one block plus a window of samples: what is before both the next window's start and the last
@@ -143,7 +145,7 @@ def iter_windows(blocks: Iterable[np.ndarray], window: int, hop: int) -> Iterato
         return
     if covered == 0:  # shorter than one window
         yield 0, buf
-    elif covered < n:
+    elif n - covered >= min_tail:
         yield n - window, buf[n - window - buf_start:]
 
 
@@ -415,7 +417,8 @@ def _windows_of(f: _File, source: Source, window: int, hop: int, sr: int, block_
             f.samples += b.size
             yield b
 
-    yield from iter_windows(counted(stream_audio(source, sr, block_seconds)), window, hop)
+    yield from iter_windows(counted(stream_audio(source, sr, block_seconds)), window, hop,
+                            min_tail=max(1, round(SHORT_SECONDS * sr)))
     if f.samples == 0:
         raise AudioError(f"too short: no samples left at {sr} Hz")
     if f.samples < SHORT_SECONDS * sr:

@@ -22,7 +22,7 @@ from conftest import TEST_PARAMS
 from esccli import featurize as featurize_module
 from esccli.cli import app
 from esccli.dataset import read_metadata
-from esccli.errors import DatasetError, EscError
+from esccli.errors import DatasetError
 from esccli.features import PRESETS, FeatureParams, log_mel, pad_or_trim
 from esccli.featurize import (MEMORY_SHARE, FeatureParamsError, _featurize_files, audio_paths, build_bytes,
                               check_params, compute_features, load_or_build, read_cache)

@@ -222,14 +222,42 @@ def test_keep_archive_keeps_a_byte_identical_zip(layout, tiny):
         r = fetch_dataset(layout, url=srv.url, allow_subset=True, keep_archive=True)
         assert r.archive == layout.downloads / ARCHIVE_NAME
         assert r.archive.read_bytes() == tiny[1].read_bytes()
-        # kept once, kept after: a later install from it, and one that downloads it again (force), keep it too
+        # kept once, kept after: a later install reuses it, and so does a forced one
         shutil.rmtree(layout.dataset)
         notes = []
         again = fetch_dataset(layout, url=srv.url, allow_subset=True, notify=notes.append)
-        assert any("using the archive downloaded earlier" in n for n in notes) and len(srv.requests) == 1
+        assert any("using the archive kept earlier" in n for n in notes) and len(srv.requests) == 1
         assert again.archive == r.archive and r.archive.read_bytes() == tiny[1].read_bytes()
-        fetch_dataset(layout, url=srv.url, allow_subset=True, force=True)
-        assert len(srv.requests) == 2 and r.archive.read_bytes() == tiny[1].read_bytes()
+        notes = []
+        fetch_dataset(layout, url=srv.url, allow_subset=True, force=True, notify=notes.append)
+        assert len(srv.requests) == 1 and any("using the archive kept earlier" in n for n in notes)  # not fetched again
+        # until told otherwise: then it is deleted after the install
+        fetch_dataset(layout, url=srv.url, allow_subset=True, force=True, keep_archive=False)
+        assert not r.archive.exists() and len(srv.requests) == 1
+        r = fetch_dataset(layout, url=srv.url, allow_subset=True, force=True)
+        assert r.archive is None and len(srv.requests) == 2 and not (layout.downloads / ARCHIVE_NAME).exists()
+
+
+def test_a_forced_download_cut_short_still_remembers_to_keep_the_archive(layout, tiny):
+    body = tiny[1].read_bytes()
+    with Server(body, cuts=[len(body) // 2]) as srv:
+        with pytest.raises(DownloadError):
+            fetch_dataset(layout, url=srv.url, allow_subset=True, keep_archive=True, retries=0)
+        r = fetch_dataset(layout, url=srv.url, allow_subset=True, retries=0)  # resumed; nothing said about keeping
+    assert r.archive == layout.downloads / ARCHIVE_NAME and r.archive.read_bytes() == body
+
+
+def test_a_kept_archive_that_no_longer_installs_is_deleted_not_reused_forever(layout, tiny):
+    with Server(tiny[1].read_bytes()) as srv:
+        r = fetch_dataset(layout, url=srv.url, allow_subset=True, keep_archive=True)
+        r.archive.write_bytes(r.archive.read_bytes()[:1000])  # damaged since
+        shutil.rmtree(layout.dataset)
+        with pytest.raises(DownloadError) as e:
+            fetch_dataset(layout, url=srv.url, allow_subset=True)
+        assert f"the archive from an earlier download ({r.archive}) did not install and is deleted" in str(e.value)
+        assert not r.archive.exists()
+        again = fetch_dataset(layout, url=srv.url, allow_subset=True)  # a fresh copy, kept as before
+    assert again.clips == 250 and again.archive.read_bytes() == tiny[1].read_bytes() and len(srv.requests) == 2
 
 
 def test_a_subset_refused_keeps_its_download_for_the_run_that_allows_it(layout, tiny):
@@ -367,6 +395,11 @@ def test_http_500_is_retried_then_reported(layout):
     assert len(srv.requests) == 3
     assert sleeps == [0.5, 1.0]  # exponential backoff
     assert "HTTP 500" in str(e.value) and "3 tries in a row" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_cli_refuses_more_retries_than_the_ceiling():
+    r = runner.invoke(app, ["fetch", "--retries", str(MAX_RETRIES + 1)])
+    assert r.exit_code == 2 and f"less than or equal to {MAX_RETRIES}" in r.stderr
 
 
 def test_retries_and_their_waits_have_a_ceiling(layout):

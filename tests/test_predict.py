@@ -76,19 +76,24 @@ def test_window_positions():
     # a hop longer than the window leaves gaps between whole windows (esc predict refuses one), not at the end
     assert core.window_starts(400, W, 150) == [(0, 100), (150, 250), (300, 400)]
     assert core.window_starts(470, W, 150) == [(0, 100), (150, 250), (300, 400), (370, 470)]
+    # esc predict asks for SHORT_SECONDS of audio in such a last window (a shorter tail would repeat the window
+    # before it to add what no ESC-50 sound is as short as)
+    assert core.window_starts(124, W, H, min_tail=25) == [(0, 100)]
+    assert core.window_starts(125, W, H, min_tail=25) == [(0, 100), (25, 125)]
     with pytest.raises(ValueError):
         core.window_starts(10, W, 0)
 
 
 def test_a_sound_at_the_very_end_of_a_recording_is_heard(model, tmp_path):
-    # 1 s windows, 0.5 s apart: 1.2 s of silence, then 0.2 s of sound. Before, a tail under a quarter window was
+    # 1 s windows, 0.5 s apart: 1 s of silence, then 0.3 s of sound. Before, a tail under a quarter window was
     # dropped, and this file was "silent"; now its last window is the recording's last second, as a file of its own
-    x = np.concatenate([np.zeros(int(1.2 * SR), np.float32), sound(A, 0.2)])
-    r = run(model, write(tmp_path / "late.wav", x, SR), write(tmp_path / "last.wav", x[-SR:], SR), "--json",
-            "--windows")
+    x = np.concatenate([np.zeros(SR, np.float32), sound(A, 0.3)])
+    r = run(model, write(tmp_path / "late.wav", x, SR), write(tmp_path / "last.wav", x[-SR:], SR),
+            write(tmp_path / "tiny-tail.wav", sound(A, 1.2), SR), "--json", "--windows")
     assert r.exit_code == 0, r.output
-    late, last = json.loads(r.stdout)
-    assert [(w["start"], w["end"]) for w in late["windows"]] == [(0.0, 1.0), (0.4, 1.4)]
+    late, last, tiny = json.loads(r.stdout)
+    assert [(w["start"], w["end"]) for w in late["windows"]] == [(0.0, 1.0), (0.3, 1.3)]
+    assert [(w["start"], w["end"]) for w in tiny["windows"]] == [(0.0, 1.0)]  # 0.2 s left: under SHORT_SECONDS
     assert late["windows"][0]["class"] is None  # silent
     assert late["top"] == last["top"] == late["windows"][1]["top"]
 
@@ -101,8 +106,9 @@ def test_streamed_windows_are_the_reference_windows():
         x = rng.standard_normal(n).astype(np.float32)
         cuts = np.sort(rng.integers(0, n + 1, size=int(rng.integers(0, 6))))
         blocks = np.split(x, cuts)
-        got = [(s, w.copy()) for s, w in core.iter_windows(iter(blocks), window, hop)]
-        want = core.window_starts(n, window, hop)
+        min_tail = int(rng.integers(1, 100))
+        got = [(s, w.copy()) for s, w in core.iter_windows(iter(blocks), window, hop, min_tail)]
+        want = core.window_starts(n, window, hop, min_tail)
         assert [(s, s + w.size) for s, w in got] == want, (n, window, hop, cuts)
         for s, w in got:
             np.testing.assert_array_equal(w, x[s:s + w.size])

@@ -127,6 +127,8 @@ def wav(tmp_path) -> Path:
 def test_missing_file(tmp_path):
     assert_one_line_error(run(tmp_path / "nope.wav", "-o", tmp_path / "x.png"), "nope.wav", "no such file")
     assert not (tmp_path / "x.png").exists()
+    (tmp_path / "x.png").write_bytes(b"")  # a misspelt input is the mistake to hear of, not the output's --force
+    assert_one_line_error(run(tmp_path / "nope.wav", "-o", tmp_path / "x.png"), "nope.wav", "no such file")
 
 
 def test_directory_as_input(tmp_path):

@@ -18,10 +18,12 @@ def fetch(
     allow_subset: bool = typer.Option(
         False, "--allow-subset",
         help="Accept an archive with fewer clips, as long as every class has as many in every fold."),
-    keep_archive: bool = typer.Option(
-        False, "--keep-archive/--no-keep-archive",
-        help="Keep the downloaded zip after installing (an archive given with --from is never deleted)."),
-    retries: int = typer.Option(3, "--retries", min=0, metavar="N", help="Network failures to retry, waiting longer each time."),
+    keep_archive: Optional[bool] = typer.Option(
+        None, "--keep-archive/--no-keep-archive", show_default=False,
+        help="Keep the downloaded zip after installing, or delete it [default: as the last fetch that said; "
+             "an archive given with --from is never deleted]."),
+    retries: int = typer.Option(3, "--retries", min=0, max=10, metavar="N",
+                                help="Network failures to retry, waiting longer each time (up to a minute)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Download and install ESC-50 (or install it from an archive or folder you have).

@@ -52,8 +52,10 @@ def spectrogram(
     from esccli import plotting
     from esccli.features import PRESETS
 
-    out = plotting.check_output(output if output is not None else Path(file.stem + ".png"))  # first: what to fix
-    if out.exists() and file.exists() and out.samefile(file):
+    if not file.exists():  # the first mistake to fix, before anything about the output
+        raise EscError(f"{file}: no such file")
+    out = plotting.check_output(output if output is not None else Path(file.stem + ".png"))
+    if out.exists() and out.samefile(file):
         raise EscError(f"{out}: is the audio file itself", "choose another output name with -o")
     if out.exists() and not force:
         raise EscError(f"{out}: already exists", "use --force to overwrite it, or -o to choose another name")
