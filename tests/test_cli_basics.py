@@ -69,6 +69,9 @@ def test_completion_offers_presets_and_model_names(tmp_path):
     for f in ("a.pt", "a.best.pt", "a.resume.pt", ".a.member0.pt", "notes.txt"):
         (models / f).write_bytes(b"")
     assert complete("esc models --default", tmp_path) == ["a", "a.best", "builtin"]
+    (tmp_path / "other" / "models").mkdir(parents=True)
+    (tmp_path / "other" / "models" / "b.pt").write_bytes(b"")
+    assert complete(f"esc --data-dir {tmp_path / 'other'} models --default", tmp_path) == ["b", "builtin"]
 
 
 def test_help_does_not_import_torch_or_librosa():

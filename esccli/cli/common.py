@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+import typer
 from rich.console import Console
 from rich.markup import escape
 
@@ -61,13 +62,15 @@ def layout():
 
 # --- shell completion of values (each reads only names: no model file is opened, torch is not imported) --------
 
-def complete_models(incomplete: str) -> list[str]:
+def complete_models(ctx: typer.Context, incomplete: str) -> list[str]:
     """Names for models --default: the stored models (a --save-best epoch too) and the built-in one. (Not for -m,
-    which takes files too: a completion of names would hide the shell's own completion of paths.)"""
+    which takes files too: a completion of names would hide the shell's own completion of paths.) The data dir is
+    the one on the command line being completed (or ESC_HOME), as no callback has run."""
+    from esccli.paths import layout as _layout
     from esccli.store import BUILTIN_NAME, RESUME, SUFFIX
 
     try:
-        names = sorted(p.stem for p in layout().models.glob(f"*{SUFFIX}")
+        names = sorted(p.stem for p in _layout(ctx.find_root().params.get("data_dir")).models.glob(f"*{SUFFIX}")
                        if not p.name.startswith(".") and not p.stem.endswith(RESUME))
     except OSError:
         names = []
