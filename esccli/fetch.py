@@ -116,6 +116,8 @@ def fetch_dataset(
         if not force:
             present = _installed(layout, allow_subset, progress, notify)
             if present:
+                if source is None and keep_archive is not None:
+                    _keep_or_drop_archive(layout, keep_archive, notify)
                 return present
         if source is not None:
             return _install_local(layout, Path(source).expanduser(), allow_subset, progress, limits)
@@ -195,13 +197,16 @@ def _install_download(layout, url, force, allow_subset, keep_archive, progress, 
     archive = layout.downloads / ARCHIVE_NAME
     meta = _download_meta(archive)
     keep = bool(meta.get("kept")) if keep_archive is None else keep_archive  # kept once, kept until told not to
+    # an archive of this URL already here is used, unless --force asks for a fresh one of an archive that was
+    # installed and not kept (one refused as a subset, or cut off by a full disk, never was)
     reused = (archive.is_file() and meta.get("url") == url and bool(meta.get("complete"))
-              and (not force or bool(meta.get("kept"))))
+              and (not force or bool(meta.get("kept")) or not meta.get("installed")))
     if reused:
         notify(f"using the archive {'kept' if meta.get('kept') else 'downloaded'} earlier: {archive}"
                + (" (delete it to download a fresh copy)" if force else ""))
-    else:  # the wish to keep it is written first: a download cut short still remembers it
-        _update_download_meta(archive, kept=keep)
+    else:
+        if keep:  # written first: a download cut short still remembers the wish
+            _update_download_meta(archive, kept=True)
         download(url, archive, progress=progress, notify=notify, retries=retries, backoff=backoff,
                  timeout=timeout)
     _update_download_meta(archive, kept=keep)
@@ -209,20 +214,32 @@ def _install_download(layout, url, force, allow_subset, keep_archive, progress, 
         result = _install_archive(layout, archive, url, allow_subset, progress, limits)
     except SubsetRefused as e:  # a sound archive, refused by a choice the user can change: keep it for that run
         raise DatasetError(e.message, f"{e.hint}; the archive is kept in {archive.parent} for that run") from None
-    except (DownloadError, DatasetError) as e:  # the archive itself is bad: never used again
-        if reused:  # from an earlier run, kept or not (the wish to keep the next one stays)
-            _remove(archive, _meta_path(archive))
-            if keep:
+    except (DownloadError, DatasetError) as e:  # the archive itself is bad: never used again, kept or not
+        _remove(archive, _meta_path(archive))
+        if keep:  # the wish to keep the next one stays
+            with contextlib.suppress(EscError):
                 _update_download_meta(archive, kept=True)
+        if reused:
             raise type(e)(e.message, f"the archive from an earlier download ({archive}) did not install and is "
                                      "deleted: run again to download a fresh copy") from None
-        if not keep:
-            _remove(archive, _meta_path(archive))
         raise
     if keep:
+        _update_download_meta(archive, installed=True)
         return FetchResult(result.path, result.clips, result.source, False, result.full, archive)
     _remove(archive, _meta_path(archive))
     return result
+
+
+def _keep_or_drop_archive(layout: Layout, keep: bool, notify: Notify) -> None:
+    """--keep-archive / --no-keep-archive when the dataset is installed already: what to do with the archive."""
+    archive = layout.downloads / ARCHIVE_NAME
+    if not archive.is_file():
+        return
+    if keep:
+        _update_download_meta(archive, kept=True)
+    else:
+        _remove(archive, _meta_path(archive))
+        notify(f"deleted the archive {archive}")
 
 
 def _install_local(layout, source: Path, allow_subset, progress, limits) -> FetchResult:
@@ -440,16 +457,18 @@ def _meta_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".json")
 
 
-def _update_download_meta(dest: Path, **fields) -> None:
+def _update_download_meta(path: Path, **fields) -> None:
     try:
-        atomic_write_text(_meta_path(dest), json.dumps({**_download_meta(dest), **fields}))
+        atomic_write_text(_meta_path(path), json.dumps({**_download_meta(path), **fields}))
     except OSError as e:
-        raise write_error(e, dest) from None
+        raise write_error(e, _meta_path(path)) from None
 
 
-def _download_meta(dest: Path) -> dict:
+def _download_meta(path: Path) -> dict:
+    """What the side file of a download (`path`.json) records: for the .part, the URL and the server's validators;
+    for the archive, the same once complete, and whether esc fetch was asked to keep it and installed it."""
     try:
-        meta = json.loads(_meta_path(dest).read_text(encoding="utf-8"))
+        meta = json.loads(_meta_path(path).read_text(encoding="utf-8"))
         return meta if isinstance(meta, dict) else {}
     except (OSError, ValueError):
         return {}
@@ -467,8 +486,10 @@ def download(
 ) -> Path:
     """Download `url` to `dest`, through `dest`.part, resuming a partial download of the same URL.
 
-    A side file `dest`.json records the URL and the server's ETag / Last-Modified so that a resumed download
-    is refused by the server (If-Range) if the file changed meanwhile. Network errors and 5xx answers are
+    A side file `dest`.part.json records the URL and the server's ETag / Last-Modified so that a resumed download
+    is refused by the server (If-Range) if the file changed meanwhile; once complete, it becomes `dest`.json
+    (with "complete", keeping that file's "kept"), so the record of an archive already at `dest` stays true
+    until the new one replaces it. Network errors and 5xx answers are
     retried `retries` times (at most MAX_RETRIES), waiting backoff, 2*backoff, 4*backoff... seconds (at most
     MAX_DELAY each); a failure after new bytes arrived starts the count afresh. Raises DownloadError with one
     line saying what went wrong, and Interrupted on Ctrl-C or SIGTERM, saying what was saved; the .part file is
@@ -482,8 +503,8 @@ def download(
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise write_error(e, dest.parent) from None
-    if part.exists() and _download_meta(dest).get("url") != url:
-        _remove(part)  # a partial download of something else
+    if part.exists() and _download_meta(part).get("url") != url:
+        _remove(part, _meta_path(part))  # a partial download of something else
     retries = min(retries, MAX_RETRIES)
     try:
         _download_until_complete(url, dest, part, progress, notify, retries, backoff, timeout, sleep)
@@ -492,13 +513,14 @@ def download(
         raise Interrupted(f"download interrupted; {human_size(saved)} saved in {part}" if saved else
                           "download interrupted before its first byte",
                           "run the same command again to resume" if saved else None) from None
-    meta = _download_meta(dest)
-    meta["complete"] = True
-    try:
+    meta = {**_download_meta(part), "complete": True, "kept": bool(_download_meta(dest).get("kept"))}
+    try:  # no moment where a record describes another file: a record lost on the way means a new download
+        _meta_path(dest).unlink(missing_ok=True)
         os.replace(part, dest)
         atomic_write_text(_meta_path(dest), json.dumps(meta))
+        _meta_path(part).unlink(missing_ok=True)
     except OSError as e:
-        raise write_error(e, dest) from None
+        raise write_error(e, Path(e.filename) if e.filename else dest) from None
     return dest
 
 
@@ -542,7 +564,7 @@ def _size(path: Path) -> int:
 def _attempt(url: str, dest: Path, part: Path, progress: Progress, notify: Notify, timeout: float) -> bool:
     """One request. True when `part` is complete; False when it was dropped and the download must restart."""
     offset = _size(part)
-    meta = _download_meta(dest) if offset else {}
+    meta = _download_meta(part) if offset else {}
     headers = {"User-Agent": f"esc/{__version__}", "Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
@@ -588,9 +610,9 @@ def _attempt(url: str, dest: Path, part: Path, progress: Progress, notify: Notif
             if ctype.startswith(("text/html", "application/xhtml")):
                 raise DownloadError(f"{url} is a web page, not a zip archive",
                                     "the address may need a login, or point to a page about the file")
-            atomic_write_text(_meta_path(dest), json.dumps({
+            atomic_write_text(_meta_path(part), json.dumps({
                 "url": url, "etag": resp.headers.get("ETag"), "last_modified": resp.headers.get("Last-Modified"),
-                "length": total, "kept": bool(_download_meta(dest).get("kept"))}))  # kept: esc fetch's wish
+                "length": total}))
         else:
             raise DownloadError(f"cannot download {url}: unexpected answer HTTP {resp.status} {resp.reason}")
         if total is not None:

@@ -9,7 +9,8 @@ recording never has more than a window's overlap plus one read block and one bat
 How windows are placed (`window_starts`, the reference the streaming code agrees with):
 - whole windows at 0, hop, 2*hop, ... as long as they fit in the recording;
 - then, if at least SHORT_SECONDS of audio are left that no whole window covers, one more window that ends
-  where the recording ends (so no sound is left unheard, and no window but a short recording's is padded);
+  where the recording ends (not padded: only a short recording's window is); a shorter tail, briefer than any
+  ESC-50 sound, is heard only as far as the windows before it reach;
 - a recording shorter than one window gives one window, zero-padded at the end as training padded short clips.
 
 Every problem with one file (missing, not audio, empty, corrupt, NaN samples, silent) becomes that file's

@@ -180,7 +180,7 @@ class Server:
                     self.send_header("Content-Length", str(len(data) - start))
                 self.end_headers()
                 cut = spec.cuts.pop(0) if spec.cuts else None
-                if cut is not None and start < cut < len(data):
+                if cut is not None and start <= cut < len(data):  # cut == start: not a byte
                     self.wfile.write(data[start:cut])  # then the connection closes (HTTP/1.0)
                 else:
                     self.wfile.write(data[start:])
@@ -238,13 +238,43 @@ def test_keep_archive_keeps_a_byte_identical_zip(layout, tiny):
         assert r.archive is None and len(srv.requests) == 2 and not (layout.downloads / ARCHIVE_NAME).exists()
 
 
-def test_a_forced_download_cut_short_still_remembers_to_keep_the_archive(layout, tiny):
+def test_a_download_cut_short_still_remembers_to_keep_the_archive(layout, tiny):
     body = tiny[1].read_bytes()
     with Server(body, cuts=[len(body) // 2]) as srv:
         with pytest.raises(DownloadError):
             fetch_dataset(layout, url=srv.url, allow_subset=True, keep_archive=True, retries=0)
         r = fetch_dataset(layout, url=srv.url, allow_subset=True, retries=0)  # resumed; nothing said about keeping
     assert r.archive == layout.downloads / ARCHIVE_NAME and r.archive.read_bytes() == body
+
+
+def test_keep_or_drop_the_archive_when_the_dataset_is_installed_already(layout, tiny):
+    with Server(tiny[1].read_bytes()) as srv:
+        r = fetch_dataset(layout, url=srv.url, allow_subset=True, keep_archive=True)
+        notes = []
+        again = fetch_dataset(layout, url=srv.url, allow_subset=True, keep_archive=False, notify=notes.append)
+    assert again.already_present and any("deleted the archive" in n for n in notes)
+    assert list(layout.downloads.iterdir()) == []  # the archive and its record
+
+
+def test_force_installs_from_an_archive_that_never_was_installed(layout, tiny):
+    with Server(tiny[1].read_bytes()) as srv:
+        fetch_dataset(layout, source=tiny[0], allow_subset=True)  # something installed already
+        with pytest.raises(DatasetError, match="the archive is kept"):
+            fetch_dataset(layout, url=srv.url, force=True)  # refused as a subset
+        r = fetch_dataset(layout, url=srv.url, force=True, allow_subset=True)
+        assert len(srv.requests) == 1 and r.clips == 250  # from the archive downloaded by the refused run
+        fetch_dataset(layout, url=srv.url, force=True, allow_subset=True)
+        assert len(srv.requests) == 2  # installed and not kept: --force downloads a fresh one
+    assert list(layout.downloads.iterdir()) == []
+
+
+def test_retries_count_from_the_last_try_that_got_further(layout, tiny):
+    body = tiny[1].read_bytes()
+    half = len(body) // 2
+    with Server(body, cuts=[half, half, half]) as srv:  # the first request stops half way, the next two at once
+        with pytest.raises(DownloadError) as e:
+            download(srv.url, layout.downloads / ARCHIVE_NAME, retries=2, backoff=0)
+    assert len(srv.requests) == 3 and "(2 tries in a row without a byte more)" in str(e.value)
 
 
 def test_a_kept_archive_that_no_longer_installs_is_deleted_not_reused_forever(layout, tiny):
@@ -255,7 +285,8 @@ def test_a_kept_archive_that_no_longer_installs_is_deleted_not_reused_forever(la
         with pytest.raises(DownloadError) as e:
             fetch_dataset(layout, url=srv.url, allow_subset=True)
         assert f"the archive from an earlier download ({r.archive}) did not install and is deleted" in str(e.value)
-        assert not r.archive.exists()
+        assert not r.archive.exists() and json.loads((layout.downloads / (ARCHIVE_NAME + ".json")).read_text()) == {
+            "kept": True}  # only the wish to keep the next one
         again = fetch_dataset(layout, url=srv.url, allow_subset=True)  # a fresh copy, kept as before
     assert again.clips == 250 and again.archive.read_bytes() == tiny[1].read_bytes() and len(srv.requests) == 2
 
@@ -326,7 +357,7 @@ def test_stale_partial_file_with_the_stdlib_server_which_ignores_range(tmp_path,
         dest = tmp_path / "dl" / ARCHIVE_NAME
         dest.parent.mkdir()
         (dest.parent / (ARCHIVE_NAME + ".part")).write_bytes(b"junk" * 1000)
-        (dest.parent / (ARCHIVE_NAME + ".json")).write_text(json.dumps({"url": url}))
+        (dest.parent / (ARCHIVE_NAME + ".part.json")).write_text(json.dumps({"url": url}))
         download(url, dest, retries=0)
     finally:
         httpd.shutdown()
@@ -339,7 +370,7 @@ def test_range_not_satisfiable_on_a_complete_part_just_finishes(tmp_path, tiny):
     dest = tmp_path / ARCHIVE_NAME
     with Server(body) as srv:
         (tmp_path / (ARCHIVE_NAME + ".part")).write_bytes(body)
-        (tmp_path / (ARCHIVE_NAME + ".json")).write_text(json.dumps({"url": srv.url, "etag": '"v1"'}))
+        (tmp_path / (ARCHIVE_NAME + ".part.json")).write_text(json.dumps({"url": srv.url, "etag": '"v1"'}))
         download(srv.url, dest, retries=0)
     assert srv.requests == [f"bytes={len(body)}-"]
     assert dest.read_bytes() == body
@@ -350,7 +381,7 @@ def test_range_not_satisfiable_on_an_oversized_part_starts_over(tmp_path, tiny):
     dest = tmp_path / ARCHIVE_NAME
     with Server(body) as srv:
         (tmp_path / (ARCHIVE_NAME + ".part")).write_bytes(body + b"extra")
-        (tmp_path / (ARCHIVE_NAME + ".json")).write_text(json.dumps({"url": srv.url}))
+        (tmp_path / (ARCHIVE_NAME + ".part.json")).write_text(json.dumps({"url": srv.url}))
         download(srv.url, dest, retries=0)
     assert srv.requests == [f"bytes={len(body) + 5}-", None]
     assert dest.read_bytes() == body
@@ -366,7 +397,7 @@ def test_a_server_whose_partial_answers_make_no_sense(tmp_path, tiny):
 def test_a_partial_download_of_another_url_is_not_resumed(tmp_path, tiny):
     body = tiny[1].read_bytes()
     (tmp_path / (ARCHIVE_NAME + ".part")).write_bytes(body[:1000])
-    (tmp_path / (ARCHIVE_NAME + ".json")).write_text(json.dumps({"url": "http://elsewhere/x.zip"}))
+    (tmp_path / (ARCHIVE_NAME + ".part.json")).write_text(json.dumps({"url": "http://elsewhere/x.zip"}))
     with Server(body) as srv:
         download(srv.url, tmp_path / ARCHIVE_NAME, retries=0)
     assert srv.requests == [None]
