@@ -27,8 +27,9 @@ CONFUSION_COLORMAP = "Blues"
 
 # --- where the picture goes ---------------------------------------------------------------------------------
 
-def check_output(out_png: Path | str) -> Path:
-    """The output path if a PNG can be written there, else an EscError saying why not."""
+def check_output(out_png: Path | str, source: Path | str | None = None, overwrite: bool = True) -> Path:
+    """The output path if a PNG can be written there, else an EscError saying why not: also when it is the
+    `source` audio file itself (whatever `overwrite` says), or exists and `overwrite` is off."""
     out = Path(out_png)
     if out.is_dir():
         raise EscError(f"{out}: is a folder", "give a file name such as picture.png")
@@ -41,6 +42,10 @@ def check_output(out_png: Path | str) -> Path:
         raise EscError(f"{parent}: is not a folder, cannot write {out.name} in it")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise EscError(f"{parent}: permission denied, cannot write {out.name}")
+    if out.exists() and source is not None and Path(source).exists() and out.samefile(source):
+        raise EscError(f"{out}: is the audio file itself", "choose another output name with -o")
+    if out.exists() and not overwrite:
+        raise EscError(f"{out}: already exists", "use --force to overwrite it, or -o to choose another name")
     return out
 
 
@@ -130,14 +135,15 @@ def mel_power(path: Path | str, params: FeatureParams,
 
 
 def spectrogram_figure(path: Path | str, params: FeatureParams, out_png: Path | str, width: float, height: float,
-                       dpi: float, title: str | None = None) -> Path:
-    """Draw the mel spectrogram of the whole file (dB below its loudest bin, time in s, mel-spaced Hz axis)."""
+                       dpi: float, title: str | None = None, overwrite: bool = True) -> Path:
+    """Draw the mel spectrogram of the whole file (dB below its loudest bin, time in s, mel-spaced Hz axis); an
+    existing picture is replaced only if `overwrite`, the audio file itself never."""
     _use_agg()
     import librosa
     import librosa.display
 
     path = Path(path)
-    check_output(out_png)
+    check_output(out_png, path, overwrite)
     power, factor, frames = mel_power(path, params)
     if frames < 2:  # a single frame: a picture with no width
         raise EscError(f"{path}: too short to draw ({frames} frame of {params.hop_length / params.sample_rate * 1000:.0f} ms)",
@@ -197,12 +203,13 @@ def network_image(path: Path | str, params: FeatureParams) -> np.ndarray:
     return np.flipud(np.clip(np.rint(feats), 0, 255).astype(np.uint8))
 
 
-def raw_image(path: Path | str, params: FeatureParams, out_png: Path | str) -> Path:
-    """Write the network's input for the file as a grayscale PNG, one pixel per (mel band, frame)."""
+def raw_image(path: Path | str, params: FeatureParams, out_png: Path | str, overwrite: bool = True) -> Path:
+    """Write the network's input for the file as a grayscale PNG, one pixel per (mel band, frame); `overwrite` as
+    for spectrogram_figure."""
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
 
-    check_output(out_png)
+    check_output(out_png, path, overwrite)
     pixels = network_image(path, params)
     info = PngInfo()
     info.add_text("Software", "esc")

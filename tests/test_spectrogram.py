@@ -178,6 +178,10 @@ def test_the_audio_file_is_never_overwritten_by_its_picture(tmp_path, monkeypatc
     for force in ([], ["--force"]):
         assert_one_line_error(run(audio_named_png, *SMALL, *force), "is the audio file itself", "-o")
         assert_one_line_error(run(audio_named_png, "-o", "weird.png", *SMALL, *force), "is the audio file itself")
+    for draw in (lambda: plotting.spectrogram_figure(audio_named_png, PRESETS["default"], "weird.png", 3, 2, 40),
+                 lambda: plotting.raw_image(audio_named_png, PRESETS["default"], "weird.png")):
+        with pytest.raises(plotting.EscError, match="is the audio file itself"):  # the core refuses it too
+            draw()
     assert audio_named_png.read_bytes() == data
 
 

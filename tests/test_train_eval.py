@@ -17,7 +17,7 @@ from esccli import checkpoint, store
 from esccli.classes import CLASS_NAMES
 from esccli.cli import app
 from esccli.errors import EscError, ModelError
-from esccli.evaluate import check_fold, evaluate
+from esccli.evaluate import OUTPUT_FILES, check_fold, evaluate
 from esccli.metrics import category_confusion, confusion, report
 from esccli.paths import layout
 from esccli import train as train_module
@@ -293,7 +293,8 @@ def test_cli_eval_json_and_outputs(trained_model, synth_dataset, esc_home, tmp_p
     d = json.loads(r.stdout)
     assert d["fold"] == 5 and d["held_out"] is True
     assert np.array(d["confusion_matrix"]).sum() == 50
-    assert {p.name for p in (tmp_path / "out").iterdir()} == {"confusion.csv", "confusion.png", "categories.csv", "per_class.csv"}
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(OUTPUT_FILES) == [
+        "categories.csv", "confusion.csv", "confusion.png", "per_class.csv"]  # what --force guards is what is written
     rows = (tmp_path / "out" / "confusion.csv").read_text().splitlines()
     assert len(rows) == 51 and sum(int(v) for row in rows[1:] for v in row.split(",")[1:]) == 50
 

@@ -54,15 +54,10 @@ def spectrogram(
 
     if not file.exists():  # the first mistake to fix, before anything about the output
         raise EscError(f"{file}: no such file")
-    out = plotting.check_output(output if output is not None else Path(file.stem + ".png"))
-    if out.exists() and out.samefile(file):
-        raise EscError(f"{out}: is the audio file itself", "choose another output name with -o")
-    if out.exists() and not force:
-        raise EscError(f"{out}: already exists", "use --force to overwrite it, or -o to choose another name")
-
+    out = output if output is not None else Path(file.stem + ".png")
     params = PRESETS[preset.value]
     if raw:
-        written = plotting.raw_image(file, params, out)
+        written = plotting.raw_image(file, params, out, overwrite=force)
     else:
-        written = plotting.spectrogram_figure(file, params, out, width, height, dpi)
+        written = plotting.spectrogram_figure(file, params, out, width, height, dpi, overwrite=force)
     common.out.print(str(written), markup=False)
