@@ -2,19 +2,27 @@
 
 Which model `predict` and `eval` use when none is named: the one marked with `esc models --default NAME`
 (kept in `<data>/models/DEFAULT`), else the most recently trained one, else the model shipped with esc.
+
+Listing the models reads each file's metadata, which needs torch (seconds to import). What a listing found is kept
+in `<data>/models/.index.json`, by each file's size, times and inode, so that a listing of files unchanged since
+reads no model file and imports no torch. The index is only ever a cache: a file it does not describe as it is now
+is read again, and an index that cannot be read or written is ignored.
 """
 
+import json
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from esccli import checkpoint
 from esccli.errors import ModelError
-from esccli.fsutil import atomic_write_text
+from esccli.fsutil import atomic_write_text, remove_stale_temporaries
 from esccli.paths import Layout
 
 SUFFIX = ".pt"
 DEFAULT_FILE = "DEFAULT"
+INDEX_FILE = ".index.json"  # what the last listing found in each model file (list_models)
+INDEX_VERSION = 1  # bumped when ModelInfo's fields change: an index of another version is rebuilt
 BUILTIN_NAME = "builtin"
 BUILTIN_PATH = Path(__file__).parent / "assets" / "esc-default.pt"
 EXAMPLES_DIR = Path(__file__).parent / "assets" / "examples"  # a few ESC-50 clips (CC BY-NC 3.0)
@@ -60,26 +68,85 @@ def _is_model_file(p: Path) -> bool:
 
 
 def list_models(layout: Layout) -> list[ModelInfo]:
-    """Every model in the store, newest first, with the default marked."""
-    infos = []
+    """Every model in the store, newest first, with the default marked. A file unchanged since the last listing is
+    not read again (INDEX_FILE)."""
+    infos, index, seen = [], _read_index(layout), {}
     if layout.models.is_dir():
         for p in layout.models.iterdir():
             if not _is_model_file(p):
                 continue
-            name = p.name[: -len(SUFFIX)]
             try:
-                meta = checkpoint.read_meta(p)
-                t = meta["train"]
-                infos.append(ModelInfo(name, p, meta["model"]["arch"], t.get("fold"), t.get("metrics", {}).get("val_acc"),
-                                       t.get("created"), t.get("epochs_done"), selected_on_fold=bool(t.get("selected_on_fold")),
-                                       **_members(meta["model"])))
-            except (ModelError, KeyError, TypeError) as e:
-                infos.append(ModelInfo(name, p, "?", None, None, None, None, error=str(e)))
+                stamp = _stamp(p)
+            except OSError:  # gone since iterdir, or unreadable: read_meta says which
+                stamp = None
+            info = _indexed(index.get(p.name), stamp, p)
+            if info is None:
+                info = _read_info(p)
+            infos.append(info)
+            if stamp is not None:
+                seen[p.name] = {"stamp": stamp, "info": _indexable(info)}
+        if seen != index:
+            _write_index(layout, seen)
     infos.sort(key=lambda i: (i.created or "", i.name), reverse=True)
     default = default_name(layout, infos)
     for i in infos:
         i.is_default = i.name == default
     return infos
+
+
+def _read_info(p: Path) -> ModelInfo:
+    """A model file's listing, from its metadata."""
+    name = p.name[: -len(SUFFIX)]
+    try:
+        meta = checkpoint.read_meta(p)
+        t = meta["train"]
+        return ModelInfo(name, p, meta["model"]["arch"], t.get("fold"), t.get("metrics", {}).get("val_acc"),
+                         t.get("created"), t.get("epochs_done"), selected_on_fold=bool(t.get("selected_on_fold")),
+                         **_members(meta["model"]))
+    except (ModelError, KeyError, TypeError) as e:
+        return ModelInfo(name, p, "?", None, None, None, None, error=str(e))
+
+
+def _stamp(p: Path) -> list[int]:
+    """What changes when a file is written or replaced: its size, modification and status-change times (ns), and
+    inode number (esc replaces a model by renaming a new file over it)."""
+    st = p.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+_NOT_INDEXED = ("name", "path", "is_default")  # known without reading the file, or decided by the whole listing
+
+
+def _indexable(info: ModelInfo) -> dict:
+    return {k: v for k, v in asdict(info).items() if k not in _NOT_INDEXED}
+
+
+def _indexed(entry, stamp: list[int] | None, p: Path) -> ModelInfo | None:
+    """The index's listing of `p`, if the index has one for the file as it is now."""
+    if stamp is None or not isinstance(entry, dict) or entry.get("stamp") != stamp:
+        return None
+    info = entry.get("info")
+    if not isinstance(info, dict) or set(info) != {f.name for f in fields(ModelInfo)} - set(_NOT_INDEXED):
+        return None
+    return ModelInfo(name=p.name[: -len(SUFFIX)], path=p, **info)
+
+
+def _read_index(layout: Layout) -> dict:
+    try:
+        blob = json.loads((layout.models / INDEX_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    ok = isinstance(blob, dict) and blob.get("version") == INDEX_VERSION and isinstance(blob.get("models"), dict)
+    return blob["models"] if ok else {}
+
+
+def _write_index(layout: Layout, models: dict) -> None:
+    """Keep the listing for the next one; a store esc cannot write to is listed all the same, only more slowly."""
+    try:
+        remove_stale_temporaries(layout.models, [INDEX_FILE])
+        atomic_write_text(layout.models / INDEX_FILE, json.dumps({"version": INDEX_VERSION, "models": models}))
+    except OSError:
+        pass
 
 
 def _members(model: dict) -> dict:

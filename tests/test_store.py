@@ -1,0 +1,115 @@
+"""The model store's listing: what it reads, and the index that spares it reading unchanged files."""
+
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from esccli import checkpoint, store
+from esccli.paths import layout
+
+
+@pytest.fixture
+def two_models(trained_model, esc_home):
+    lay = layout(esc_home)
+    lay.models.mkdir(parents=True)
+    for name in ("a", "b"):
+        shutil.copy(trained_model, lay.models / f"{name}.pt")
+    return lay
+
+
+@pytest.fixture
+def reads(monkeypatch):
+    """The model files whose metadata a listing read."""
+    seen = []
+    real = checkpoint.read_meta
+
+    def counting(path):
+        seen.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(checkpoint, "read_meta", counting)
+    return seen
+
+
+def listing(lay):
+    return [dataclasses.asdict(i) for i in store.list_models(lay)]
+
+
+def test_a_listing_reads_only_the_files_changed_since_the_last(two_models, reads):
+    lay = two_models
+    first = listing(lay)
+    assert sorted(reads) == ["a.pt", "b.pt"] and first[0]["fold"] == 5 and first[0]["val_acc"] is not None
+    assert listing(lay) == first and sorted(reads) == ["a.pt", "b.pt"]  # nothing read again
+    # a model replaced (esc renames a new file over it) is read again; a deleted one leaves the index
+    shutil.copy(lay.models / "a.pt", lay.models / "b.tmp")
+    (lay.models / "b.tmp").replace(lay.models / "b.pt")
+    (lay.models / "a.pt").unlink()
+    reads.clear()
+    assert [i["name"] for i in listing(lay)] == ["b"] and reads == ["b.pt"]
+    index = json.loads((lay.models / store.INDEX_FILE).read_text())
+    assert list(index["models"]) == ["b.pt"]
+
+
+def test_a_broken_model_file_is_listed_with_its_error_and_read_again_once_replaced(two_models, reads, trained_model):
+    lay = two_models
+    (lay.models / "b.pt").write_bytes(b"not a model")
+    assert "not a readable model file" in {i.name: i for i in store.list_models(lay)}["b"].error
+    reads.clear()
+    assert store.list_models(lay) and reads == []
+    shutil.copy(trained_model, lay.models / "b.pt")
+    assert {i.name: i for i in store.list_models(lay)}["b"].error is None and reads == ["b.pt"]
+
+
+@pytest.mark.parametrize("index", [
+    "{not json",
+    json.dumps({"version": store.INDEX_VERSION + 1, "models": {}}),
+    json.dumps([1, 2]),
+])
+def test_an_index_esc_cannot_read_is_rebuilt(two_models, reads, index):
+    lay = two_models
+    first = listing(lay)
+    (lay.models / store.INDEX_FILE).write_text(index)
+    reads.clear()
+    assert listing(lay) == first and sorted(reads) == ["a.pt", "b.pt"]
+    assert json.loads((lay.models / store.INDEX_FILE).read_text())["version"] == store.INDEX_VERSION
+
+
+def test_an_index_entry_for_another_file_or_of_another_shape_is_not_believed(two_models, reads):
+    lay = two_models
+    first = listing(lay)
+    path = lay.models / store.INDEX_FILE
+    index = json.loads(path.read_text())
+    index["models"]["a.pt"]["stamp"][0] += 1  # another size: another file
+    index["models"]["b.pt"]["info"]["surprise"] = 1
+    path.write_text(json.dumps(index))
+    reads.clear()
+    assert listing(lay) == first and sorted(reads) == ["a.pt", "b.pt"]
+
+
+def test_a_store_esc_cannot_write_to_is_listed_all_the_same(two_models, reads, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store, "atomic_write_text", full)
+    assert sorted(i.name for i in store.list_models(two_models)) == ["a", "b"] and sorted(reads) == ["a.pt", "b.pt"]
+    assert not (two_models.models / store.INDEX_FILE).exists()
+    reads.clear()
+    store.list_models(two_models)
+    assert sorted(reads) == ["a.pt", "b.pt"]  # read again each time, as before the index
+
+
+def test_listing_unchanged_models_does_not_import_torch(two_models):
+    store.list_models(two_models)  # the first listing reads the files
+    code = (
+        "import sys\n"
+        "from esccli.cli import app\n"
+        "try:\n    app(['models', '--json'], prog_name='esc')\nexcept SystemExit:\n    pass\n"
+        "sys.stderr.write('TORCH=' + str('torch' in sys.modules))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.stderr.endswith("TORCH=False"), r.stderr
+    assert sorted(m["name"] for m in json.loads(r.stdout)) == ["a", "b"]
