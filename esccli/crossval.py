@@ -93,23 +93,27 @@ def run_cv(fs, recipe: Recipe, models_dir: Path, name: str, seed: int = 0, devic
         if on_fold:
             on_fold(k, acc, secs)
 
-    if jobs <= 1:
-        for k, path in todo:
-            r = train(fs, recipe, path, fold=k, seed=seed, device=device, resume=resume and saved_progress(path),
-                      name=fold_name(name, k), command=command, precision=precision,
-                      on_epoch=(lambda s, k=k: on_epoch(k, s)) if on_epoch else None, on_step=on_step)
-            record(k, r.meta["train"]["metrics"]["val_acc"], r.meta["train"]["seconds"])
-    else:
-        from esccli.train import TrainingInterrupted
-        from esccli.workers import run_side_by_side
+    from esccli.train import TrainingInterrupted, interrupted
 
-        run_side_by_side(_train_fold_worker,
-                         [(fs, recipe, str(path), k, seed, device, resume, name, command, jobs, threads, precision)
-                          for k, path in todo],
-                         jobs, TrainingInterrupted(f"cross-validation interrupted; finished folds and each running "
-                                                   f"fold's progress are saved in {models_dir}",
-                                                   "run the same command with --resume to continue"),
-                         on_result=lambda i, r: record(todo[i][0], *r))
+    try:
+        if jobs <= 1:
+            for k, path in todo:
+                r = train(fs, recipe, path, fold=k, seed=seed, device=device, resume=resume and saved_progress(path),
+                          name=fold_name(name, k), command=command, precision=precision,
+                          on_epoch=(lambda s, k=k: on_epoch(k, s)) if on_epoch else None, on_step=on_step)
+                record(k, r.meta["train"]["metrics"]["val_acc"], r.meta["train"]["seconds"])
+        else:
+            from esccli.workers import run_side_by_side
+
+            run_side_by_side(_train_fold_worker,
+                             [(fs, recipe, str(path), k, seed, device, resume, name, command, jobs, threads, precision)
+                              for k, path in todo],
+                             jobs, TrainingInterrupted("cross-validation interrupted"),
+                             on_result=lambda i, r: record(todo[i][0], *r))
+    except (KeyboardInterrupt, TrainingInterrupted) as e:  # a fold's own message is not the whole story
+        kept = [k for k in folds if saved_progress(p := Path(models_dir) / f"{fold_name(name, k)}.pt") or p.is_file()]
+        raise interrupted("cross-validation", "fold", kept, None, Path(models_dir),
+                          getattr(e, "signum", None)) from None
     atomic_write_text(summary_path(models_dir, name), json.dumps(result.to_dict(), indent=2))
     return result
 

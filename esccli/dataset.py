@@ -110,8 +110,8 @@ def verify_dataset(
 ) -> list[Clip]:
     """Check a dataset folder completely; return its clips or raise DatasetError listing every problem.
 
-    decode=True opens every clip's audio header and reads its samples, so a truncated or garbled file is found
-    now and not half way through training.
+    decode=True opens every clip's audio header and reads its samples, so a garbled file, or one cut short (shorter
+    than CLIP_SECONDS), is found now and not half way through training.
     """
     root = Path(root)
     clips = read_metadata(root)
@@ -132,10 +132,24 @@ def verify_dataset(
                         f"{', '.join(missing[:5])}"
                         + (" ..." if len(missing) > 5 else ""))
     if broken:
-        problems.append(f"{len(broken)} clip{'s do' if len(broken) > 1 else ' does'} not decode: " + "; ".join(broken[:5]) + (" ..." if len(broken) > 5 else ""))
+        problems.append(f"{len(broken)} clip{'s are' if len(broken) > 1 else ' is'} unreadable or cut short: "
+                        + "; ".join(broken[:5]) + (" ..." if len(broken) > 5 else ""))
     if problems:
         raise DatasetError(f"ESC-50 in {root} is incomplete or damaged:\n  " + "\n  ".join(problems))
     return clips
+
+
+CLIP_SECONDS = 5.0  # every ESC-50 clip lasts exactly this long (the dataset pads shorter sounds with silence)
+CLIP_TOLERANCE = 0.01  # seconds a clip may fall short of it (resampling rounds); shorter means a truncated file
+
+
+def length_problem(samples: int, sample_rate: int) -> str | None:
+    """What is wrong with a dataset clip of `samples` samples at `sample_rate`, if it is shorter than an ESC-50
+    clip: a file cut short (a copy or download stopped part way) that still decodes."""
+    seconds = samples / sample_rate
+    if seconds < CLIP_SECONDS - CLIP_TOLERANCE:
+        return f"it lasts {seconds:.2f} s, not {CLIP_SECONDS:g} s as every ESC-50 clip does (cut short)"
+    return None
 
 
 def _decode_problem(path: Path) -> str | None:
@@ -153,7 +167,7 @@ def _decode_problem(path: Path) -> str | None:
         return "no samples"
     if not np.all(np.isfinite(x)):
         return "NaN or infinite samples"
-    return None
+    return length_problem(len(x), f.samplerate)
 
 
 def folds_of(clips: list[Clip]) -> list[int]:

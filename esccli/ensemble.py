@@ -78,7 +78,7 @@ def train_ensemble(fs, recipe: Recipe, path: Path, fold: int | None, seed: int, 
     """Train the members that are not done (one at a time, or `jobs` side by side on a CPU, each in a process of
     `threads` threads, default its share of the cores), then combine them. Every member trains with the same
     thread count whether or not the run was resumed, so a resumed ensemble ends as an uninterrupted one would."""
-    from esccli.train import TrainingInterrupted, TrainResult, resolve_precision, train
+    from esccli.train import TrainingInterrupted, TrainResult, interrupted, resolve_precision, train
 
     path = Path(path)
     precision = resolve_precision(precision, device, recipe.allow_bf16)
@@ -101,24 +101,27 @@ def train_ensemble(fs, recipe: Recipe, path: Path, fold: int | None, seed: int, 
     if side_by_side:  # each member's thread count follows from the jobs asked for, not from how many are left
         threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     jobs = min(jobs, len(todo)) if side_by_side else 1
-    if jobs <= 1:
-        before = torch.get_num_threads()
-        try:
-            if side_by_side:  # the one member left trains here, with the threads it would have had beside the others
-                torch.set_num_threads(threads)
-            for k in todo:
-                train(fs, members[k][0], paths[k], fold=fold, seed=members[k][1], device=device, resume=started[k],
-                      name=f"{name or path.stem} member {k + 1}", command=command, precision=precision,
-                      on_epoch=(lambda s, k=k: on_epoch(replace(s, member=k + 1))) if on_epoch else None,
-                      on_step=on_step)
-        finally:
-            torch.set_num_threads(before)
-    else:
-        run_side_by_side(_train_member_worker,
-                         [(fs, members[k][0], str(paths[k]), fold, members[k][1], device, started[k],
-                           f"{name or path.stem} member {k + 1}", command, precision, threads) for k in todo],
-                         jobs, TrainingInterrupted(f"training interrupted; each member's progress is saved next to "
-                                                   f"{path}", "run the same command with --resume to continue"))
+    try:
+        if jobs <= 1:
+            before = torch.get_num_threads()
+            try:
+                if side_by_side:  # the one member left trains here, with the threads it would have had beside others
+                    torch.set_num_threads(threads)
+                for k in todo:
+                    train(fs, members[k][0], paths[k], fold=fold, seed=members[k][1], device=device, resume=started[k],
+                          name=f"{name or path.stem} member {k + 1}", command=command, precision=precision,
+                          on_epoch=(lambda s, k=k: on_epoch(replace(s, member=k + 1))) if on_epoch else None,
+                          on_step=on_step)
+            finally:
+                torch.set_num_threads(before)
+        else:
+            run_side_by_side(_train_member_worker,
+                             [(fs, members[k][0], str(paths[k]), fold, members[k][1], device, started[k],
+                               f"{name or path.stem} member {k + 1}", command, precision, threads) for k in todo],
+                             jobs, TrainingInterrupted("training interrupted"))
+    except (KeyboardInterrupt, TrainingInterrupted) as e:  # what one member's message says is not the whole story
+        kept = [k + 1 for k, p in enumerate(paths) if p.is_file() or saved_progress(p)]
+        raise interrupted("training", "member", kept, len(paths), path.parent, getattr(e, "signum", None)) from None
     meta = combine(fs, recipe, paths, path, fold=fold, seed=seed, name=name or path.stem, command=command,
                    precision=precision, device=device, wall_seconds=time.perf_counter() - t0)
     for p in member_files(path):  # this run's members, and any left by an earlier run with more members

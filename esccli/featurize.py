@@ -22,7 +22,7 @@ import numpy as np
 
 from esccli import __version__
 from esccli.audio import load_audio
-from esccli.dataset import META_CSV, Clip, audio_path, read_metadata
+from esccli.dataset import META_CSV, Clip, audio_path, length_problem, read_metadata
 from esccli.errors import AudioError, DatasetError, EscError
 from esccli.features import FeatureParams, log_mel, pad_or_trim, params_basis
 from esccli.fsutil import atomic_write, atomic_write_text, folder_lock, remove_stale_temporaries, sha256_file
@@ -271,12 +271,19 @@ def _featurize_files(paths: list[str], params: FeatureParams) -> np.ndarray:
     return log_mel(waves, params).astype(np.float16)
 
 
+DAMAGED = "the installed ESC-50 is damaged: run `esc fetch --force` to reinstall it"
+
+
 def _dataset_clip(path: str, sample_rate: int) -> np.ndarray:
     """A clip of the installed dataset; one that cannot be read means the copy is damaged, which fetch mends."""
     try:
-        return load_audio(path, sample_rate)
+        wave = load_audio(path, sample_rate)
     except AudioError as e:
-        raise DatasetError(e.message, "the installed ESC-50 is damaged: run `esc fetch --force` to reinstall it") from None
+        raise DatasetError(e.message, DAMAGED) from None
+    problem = length_problem(len(wave), sample_rate)
+    if problem:
+        raise DatasetError(f"{path}: {problem}", DAMAGED)
+    return wave
 
 
 def write_cache(folder: Path, fs: FeatureSet, csv_sha: str) -> None:

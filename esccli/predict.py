@@ -214,11 +214,13 @@ def expand_braces(pattern: str) -> list[str]:
 def gather(items: Iterable[str | Path], pattern: str = AUDIO_GLOB) -> list[Source]:
     """The files to classify: files as given, folders searched recursively for names matching `pattern`.
 
-    Matching ignores case; a pattern with a '/' is matched against the path below the folder. Hidden files
-    and folders are skipped. A folder with no match, or one that cannot be read, becomes an Unusable entry.
-    Paths that do not exist are kept, so that they get their own error.
+    Matching ignores case; a pattern with a '/' is matched against the path below the folder ('**/' at its start
+    matches no folder too, as in a shell: '**/*.ogg' finds the folder's own ogg files). Hidden files and folders
+    are skipped. A folder with no match, or one that cannot be read, becomes an Unusable entry. Paths that do not
+    exist are kept, so that they get their own error.
     """
     patterns = [p.lower() for p in expand_braces(pattern)]
+    patterns += [p[3:] for p in patterns if p.startswith("**/")]
     found: list[Source] = []
     for item in items:
         path = Path(item)

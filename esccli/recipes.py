@@ -137,6 +137,9 @@ class Recipe:
             out.append(f"test_shifts must be a non-empty list of whole numbers of mel bins, not {self.test_shifts!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             out.append(f"ema_decay must be at least 0 and below 1, not {self.ema_decay}")
+        if self.arch == "seed" and self.crop_frames:
+            out.append(f"the seed network flattens a whole clip into its dense layer, so it trains on whole clips: "
+                       f"crop_frames must be 0, not {self.crop_frames} (its own recipe is --preset seed)")
         if self.stretch > 1.0 and not self.crop_frames:
             out.append("stretch needs crops (crop_frames > 0): it is applied while cropping")
         if self.early_crop_frames and not 0 < self.early_crop_frames < self.crop_frames:

@@ -95,8 +95,12 @@ def list_models(layout: Layout) -> list[ModelInfo]:
 
 
 def _read_info(p: Path) -> ModelInfo:
-    """A model file's listing, from its metadata."""
+    """A model file's listing, from its metadata (a file whose name is not a model name, copied in by hand, is
+    listed with that error, and so never becomes the default)."""
     name = p.name[: -len(SUFFIX)]
+    if not NAME.fullmatch(name):
+        return ModelInfo(name, p, "?", None, None, None, None,
+                         error="not a model name: rename the file (letters, digits, '-', '_' and '.')")
     try:
         meta = checkpoint.read_meta(p)
         t = meta["train"]
@@ -159,14 +163,31 @@ def _members(model: dict) -> dict:
 def default_name(layout: Layout, infos: list[ModelInfo] | None = None) -> str | None:
     """The name of the model predict and eval use when none is given: the marked one (BUILTIN_NAME when the
     built-in model is marked), else the newest stored one; None when the store is empty."""
-    marked = layout.models / DEFAULT_FILE
-    if marked.is_file():
-        name = marked.read_text().strip()
-        if model_path(layout, name).is_file() or (name == BUILTIN_NAME and BUILTIN_PATH.is_file()):
-            return name
+    marked = _marked(layout)
+    if marked and _usable_name(layout, marked):
+        return marked
     infos = infos if infos is not None else list_models(layout)
     usable = [i for i in infos if i.error is None and not i.name.endswith(BEST)]
     return usable[0].name if usable else None
+
+
+def lost_default(layout: Layout) -> str | None:
+    """The name `esc models --default` chose, if no model goes by it any more (deleted, renamed, or replaced by a
+    training with --force that saved no such --save-best epoch): the newest model is used instead."""
+    marked = _marked(layout)
+    return marked if marked and not _usable_name(layout, marked) else None
+
+
+def _marked(layout: Layout) -> str | None:
+    """The name in DEFAULT_FILE, if there is one."""
+    try:
+        return (layout.models / DEFAULT_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _usable_name(layout: Layout, name: str) -> bool:
+    return model_path(layout, name).is_file() or (name == BUILTIN_NAME and BUILTIN_PATH.is_file())
 
 
 def set_default(layout: Layout, name: str) -> None:
@@ -214,10 +235,10 @@ def resolve(layout: Layout, name_or_path: str | None) -> tuple[Path, bool]:
 
 
 def load(layout: Layout, name_or_path: str | None, device: str = "cpu"):
-    """(LoadedModel, is_builtin). The built-in model is named BUILTIN_NAME, as `-m` and `esc models` name it
-    (its file says where it came from: esc-default)."""
+    """(LoadedModel, is_builtin), named as the user chose it: the built-in model BUILTIN_NAME, as `-m` and `esc
+    models` name it (its file says where it came from: esc-default), any other by its file (a --save-best epoch
+    `NAME.best`, a file renamed or copied by hand by its new name), not by the name it was trained as."""
     path, builtin = resolve(layout, name_or_path)
     lm = checkpoint.load(path, device)
-    if builtin:
-        lm.meta["name"] = BUILTIN_NAME
+    lm.meta["name"] = BUILTIN_NAME if builtin else path.name.removesuffix(SUFFIX)
     return lm, builtin

@@ -65,6 +65,22 @@ class TrainingInterrupted(Interrupted):
     """A training stopped by Ctrl-C or SIGTERM; its last finished epoch is in its resume file."""
 
 
+def interrupted(what: str, part: str, kept: list[int], total: int | None, where: Path,
+                signum: int | None = None) -> TrainingInterrupted:
+    """The TrainingInterrupted of work made of parts (an ensemble's members, a cross-validation's folds) stopped
+    part way: `kept`, the parts (numbered from 1, of `total` if given) whose work is saved in `where` (finished, or
+    with a resume file), and how to go on. `signum`: the signal that stopped it, if known."""
+    if not kept:
+        e = TrainingInterrupted(f"{what} interrupted before any {part} finished an epoch; nothing was saved",
+                                "run the same command to start again")
+    else:
+        which = f"{part}{'s' if len(kept) > 1 else ''} {', '.join(map(str, kept))}" + (f" of {total}" if total else "")
+        e = TrainingInterrupted(f"{what} interrupted; the work of {which} is saved in {where}",
+                                "run the same command with --resume to continue")
+    e.signum = signum
+    return e
+
+
 class TrainingDiverged(EscError):
     """The loss became inf or NaN: the weights are lost, and saving them would make a model that predicts nothing."""
 

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -90,3 +91,13 @@ def test_help_does_not_import_torch_or_librosa():
 def test_python_dash_m_works():
     r = subprocess.run([sys.executable, "-m", "esccli", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == f"esc {__version__}"
+
+
+def test_progress_lines_written_to_a_file_are_not_wrapped_at_80_columns():
+    # a training log (`esc train ... 2> log`) keeps one line per epoch, for grep and awk
+    code = "from esccli.cli import common\ncommon.err.print('epoch 1/2 ' + 'x' * 140, highlight=False)\n"  # as train
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert r.stderr.splitlines() == ["epoch 1/2 " + "x" * 140]
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env | {"COLUMNS": "60"})
+    assert max(map(len, r.stderr.splitlines())) == 60  # COLUMNS still decides

@@ -137,6 +137,14 @@ def test_a_zero_learning_rate_is_refused_before_the_features_are_built(esc_home)
     assert not (esc_home / "features").exists() and not (esc_home / "ESC-50").exists()
 
 
+@pytest.mark.parametrize("preset", ["fast", "default"])
+def test_the_seed_network_on_a_recipe_of_crops_is_refused_before_the_features_are_built(esc_home, preset):
+    # it flattens the clip: trained on crops, it could not score whole clips (it used to end in a traceback)
+    r = runner.invoke(app, ["train", "--preset", preset, "--arch", "seed", "--epochs", "1"])
+    assert_one_line_error(r, "seed network", "crop_frames must be 0", "--preset seed")
+    assert not (esc_home / "features").exists()
+
+
 @pytest.mark.parametrize("terminal", [False, True])
 def test_no_blank_line_on_stderr_when_it_is_not_a_terminal(monkeypatch, terminal):
     # off a terminal a bar cannot animate and used to leave only a blank line behind; on one it still draws
@@ -146,3 +154,20 @@ def test_no_blank_line_on_stderr_when_it_is_not_a_terminal(monkeypatch, terminal
         task = bar.add_task("epoch", total=3)
         bar.update(task, completed=3)
     assert (stderr.getvalue() != "") == terminal, repr(stderr.getvalue())
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_asked_for_on_a_cpu_that_emulates_it_is_warned_of(esc_home, monkeypatch, native):
+    monkeypatch.setattr("esccli.train.cpu_has_bf16", lambda: native)
+    r = runner.invoke(app, ["train", "--precision", "bf16", "--device", "cpu"])  # then: no dataset installed
+    assert r.exit_code == 1 and "ESC-50 is not installed" in r.stderr
+    assert ("does not compute bf16 natively" in r.stderr) is not native, r.stderr
+
+
+def test_a_run_that_would_start_over_an_interrupted_one_says_so(esc_home):
+    (esc_home / "models").mkdir(parents=True)
+    (esc_home / "models" / "x.resume.pt").write_bytes(b"an interrupted run's progress")
+    r = runner.invoke(app, ["train", "--name", "x"])  # then: no dataset installed
+    assert r.exit_code == 1 and "ESC-50 is not installed" in r.stderr
+    assert "an interrupted training of x saved its progress; this run starts over" in r.stderr
+    assert "--resume" in r.stderr and "interrupted training" not in runner.invoke(app, ["train", "--name", "y"]).stderr

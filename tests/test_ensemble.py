@@ -235,14 +235,32 @@ def test_an_interrupted_ensemble_resumes_where_it_stopped(pair, synth_features, 
     assert not (tmp_path / "r.best.pt").exists()  # an ensemble has no best epoch: that one was another model's
 
 
+def test_an_ensemble_interrupted_between_members_says_which_are_kept(pair, synth_features, tmp_path, monkeypatch):
+    import esccli.train as train_module
+
+    recipe, real = pair[0], train_module.train
+
+    def stop_before_member_2(fs, recipe, path, **kw):  # Ctrl-C once member 1 is finished, before member 2 starts
+        if kw["name"].endswith("member 2"):
+            raise KeyboardInterrupt
+        return real(fs, recipe, path, **kw)
+
+    monkeypatch.setattr(train_module, "train", stop_before_member_2)
+    with pytest.raises(TrainingInterrupted) as e:
+        train(synth_features, recipe, tmp_path / "r.pt", fold=5, seed=7)  # (the name imported before the patch)
+    assert e.value.message == f"training interrupted; the work of member 1 of 2 is saved in {tmp_path}"
+    assert "--resume" in e.value.hint and member_path(tmp_path / "r.pt", 0).is_file()
+
+
 def stop_in_member_2(synth_features, recipe, path):
     """Train the ensemble until member 2 has finished its first epoch, then interrupt it (Ctrl-C)."""
     def stop(stats):
         if stats.member == 2:
             raise KeyboardInterrupt
 
-    with pytest.raises(TrainingInterrupted, match="--resume"):
+    with pytest.raises(TrainingInterrupted, match="the work of members 1, 2 of 2 is saved in") as e:
         train(synth_features, recipe, path, fold=5, seed=7, on_epoch=stop)
+    assert "--resume" in e.value.hint
 
 
 def test_resume_checks_every_member_before_training_and_keeps_the_good_ones(pair, synth_features, tmp_path):

@@ -109,7 +109,7 @@ def test_seed_image_scale_matches_librosa(references):
         assert np.array_equal(img[clear], expected[clear]), name
 
 
-def analytic_clip(sr: int, seconds: float = 2.5) -> np.ndarray:
+def analytic_clip(sr: int, seconds: float = 5.0) -> np.ndarray:
     """A gated tone over many quiet sines, all below 7.8 kHz and computed from the formula at any rate: the same
     sound at 44.1 kHz and at 16 kHz (no noise, whose samples would differ, nothing that aliases at 16 kHz)."""
     rng = np.random.default_rng(7)
@@ -126,7 +126,7 @@ def test_the_same_clip_at_44k_and_16k_gives_the_same_features(tmp_path):
     p = PRESETS["default"]
     for sr in (44100, 16000):
         sf.write(tmp_path / f"{sr}.wav", analytic_clip(sr), sr, subtype="PCM_16")
-    # through what featurize runs: load (resampling to 16 kHz), fit to 5 s, log-mel, float16
+    # through what featurize runs: load (resampling to 16 kHz), fit to 5 s (an ESC-50 clip: 5 s long), log-mel, float16
     hi, lo = _featurize_files([str(tmp_path / "44100.wav"), str(tmp_path / "16000.wav")], p).astype(np.float32)
     THRESHOLD = 0.01  # mean |difference| on the [-1, 1] scale (0.4 dB); measured: 0.003 here, 0.04 for fmax 7800
     assert np.abs(hi - lo).mean() < THRESHOLD
@@ -345,6 +345,12 @@ def test_a_missing_or_broken_clip_is_a_clear_error(esc_home, small, tmp_path):
         with pytest.raises(DatasetError, match=name) as e:
             load_or_build(layout(esc_home), PARAMS, dataset_root=root, jobs=jobs)
         assert "not a readable audio file" in str(e.value) and "run `esc fetch --force`" in str(e.value)
+    wav = (root / "audio" / read_metadata(root)[4].filename)
+    (root / "audio" / name).write_bytes(wav.read_bytes())
+    wav.write_bytes(wav.read_bytes()[:1000])  # cut short since it was installed: it still decodes
+    with pytest.raises(DatasetError, match="lasts 0.03 s, not 5 s as every ESC-50 clip does") as e:
+        load_or_build(layout(esc_home), PARAMS, dataset_root=root, jobs=1)
+    assert wav.name in str(e.value) and "run `esc fetch --force`" in str(e.value)
     assert not any(layout(esc_home).features.rglob("*.json"))  # nothing cached
 
 

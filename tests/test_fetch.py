@@ -31,13 +31,16 @@ runner = CliRunner()
 
 # --- test data: small dataset folders and archives, built once per session ----------------------------------
 
+CLIP_RATE = 320  # Hz
+
 @functools.lru_cache(maxsize=None)
 def _clip_bytes() -> bytes:
-    return synthetic.wav_bytes(synthetic.class_signal(3, 0.1, 16000, seed=0), 16000)
+    # 5 s, as every ESC-50 clip lasts (fetch checks it), at a low rate to keep the archives small (3 kB a clip)
+    return synthetic.wav_bytes(synthetic.class_signal(3, 5.0, CLIP_RATE, seed=0), CLIP_RATE)
 
 
 def build_dataset(root: Path, per_class: int = 1) -> Path:
-    """An ESC-50-shaped folder in a fraction of a second: every clip is the same short, valid WAV."""
+    """An ESC-50-shaped folder in a fraction of a second: every clip is the same small, valid WAV."""
     root = Path(root)
     rows = synthetic.rows(per_class)
     (root / "audio").mkdir(parents=True)
@@ -518,7 +521,7 @@ def test_install_from_a_folder_holding_the_dataset_folder(layout, tiny, tmp_path
 def test_flac_clips_listed_as_wav_are_fine(layout, tmp_path):
     root = tmp_path / "ESC-50-16k"
     (root / "audio").mkdir(parents=True)
-    flac = synthetic.wav_bytes(synthetic.class_signal(3, 0.1, 16000, seed=0), 16000, fmt="FLAC")
+    flac = synthetic.wav_bytes(synthetic.class_signal(3, 5.0, CLIP_RATE, seed=0), CLIP_RATE, fmt="FLAC")
     rows = synthetic.rows(1)
     for r in rows:
         (root / "audio" / r["filename"]).with_suffix(".flac").write_bytes(flac)

@@ -204,12 +204,16 @@ def broken_copy(tiny, tmp_path, how: str) -> tuple[Path, str]:
     victim = sorted((root / "audio").iterdir())[7]
     if how == "missing":
         victim.unlink()
+    elif how == "cut short":  # a copy stopped part way: the header is whole and says more than the file holds
+        victim.write_bytes(victim.read_bytes()[:1000])
     else:
         victim.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" + b"\x00" * 200)
     return root, victim.name
 
 
-@pytest.mark.parametrize("how, words", [("missing", "1 listed clip is missing from audio/"), ("undecodable", "1 clip does not decode")])
+@pytest.mark.parametrize("how, words", [("missing", "1 listed clip is missing from audio/"),
+                                        ("undecodable", "1 clip is unreadable or cut short"),
+                                        ("cut short", "lasts 1.49 s, not 5 s as every ESC-50 clip does")])
 @pytest.mark.parametrize("as_zip", [True, False])
 def test_a_missing_or_broken_clip_is_named_and_the_old_dataset_stays(layout, tiny, tmp_path, how, words, as_zip):
     fetch_dataset(layout, source=tiny[0], allow_subset=True)

@@ -167,6 +167,9 @@ def test_glob_and_gather(tmp_path):
     assert isinstance(got[5], core.Unusable) and "no files matching" in got[5].error
     assert [Path(g).name for g in core.gather([root], "*.flac")] == ["c.flac"]
     assert [Path(g).name for g in core.gather([root], "sub/*/*.ogg")] == ["d.ogg"]
+    # '**/' matches no folder too, as in a shell: the folder's own files are found
+    assert [Path(g).name for g in core.gather([root], "**/*.wav")] == ["B.WAV", "a.wav"]
+    assert [Path(g).name for g in core.gather([root], "**/*.{wav,ogg}")] == ["B.WAV", "a.wav", "d.ogg"]
     if os.geteuid() != 0:  # root reads any folder
         locked = root / "sub" / "locked"
         locked.mkdir()

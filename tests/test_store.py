@@ -113,3 +113,47 @@ def test_listing_unchanged_models_does_not_import_torch(two_models):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.stderr.endswith("TORCH=False"), r.stderr
     assert sorted(m["name"] for m in json.loads(r.stdout)) == ["a", "b"]
+
+
+def test_a_model_is_named_as_the_user_chose_it_not_as_it_was_trained(trained_model, esc_home, tmp_path):
+    lay = layout(esc_home)
+    lay.models.mkdir(parents=True)
+    assert checkpoint.read_meta(trained_model)["name"] == "tiny"
+    shutil.copy(trained_model, lay.models / "renamed.pt")  # renamed by hand, or a --save-best epoch
+    shutil.copy(trained_model, lay.models / "sb.best.pt")
+    shutil.copy(trained_model, tmp_path / "elsewhere.pt")
+    assert [store.load(lay, n)[0].name for n in ("renamed", "sb.best", str(tmp_path / "elsewhere.pt"))] == \
+        ["renamed", "sb.best", "elsewhere"]
+    store.set_default(lay, "sb.best")
+    assert store.load(lay, None)[0].name == "sb.best"
+    if store.BUILTIN_PATH.is_file():
+        assert store.load(lay, store.BUILTIN_NAME)[0].name == store.BUILTIN_NAME
+
+
+def test_a_default_that_is_gone_is_said_once_where_it_is_used(two_models, synth_dataset, tmp_path):
+    from typer.testing import CliRunner
+
+    from esccli.cli import app
+
+    runner = CliRunner()
+    store.set_default(two_models, "a")
+    assert store.lost_default(two_models) is None
+    (two_models.models / "a.pt").rename(two_models.models / "renamed.pt")  # by hand
+    assert store.lost_default(two_models) == "a" and store.default_name(two_models) in ("b", "renamed")
+    says = "warning: the default model 'a' is gone; "
+    r = runner.invoke(app, ["models"])
+    assert r.exit_code == 0 and r.stderr.count(says) == 1 and "esc models --default NAME" in r.stderr
+    wav = tmp_path / "x.wav"
+    shutil.copy(next((synth_dataset / "audio").iterdir()), wav)
+    r = runner.invoke(app, ["predict", str(wav)])
+    assert r.exit_code == 0 and r.stderr.count(says) == 1, r.stderr
+    r = runner.invoke(app, ["predict", "-m", "b", str(wav)])  # a model named: no default involved
+    assert r.exit_code == 0 and says not in r.stderr
+    store.set_default(two_models, "b")
+    assert store.lost_default(two_models) is None and says not in runner.invoke(app, ["models"]).stderr
+
+
+def test_a_file_whose_name_is_no_model_name_is_listed_as_such_and_never_the_default(two_models):
+    shutil.copy(two_models.models / "a.pt", two_models.models / "my model.pt")  # copied in by hand, newest
+    infos = {i.name: i for i in store.list_models(two_models)}
+    assert "rename the file" in infos["my model"].error and store.default_name(two_models) in ("a", "b")

@@ -399,6 +399,7 @@ def test_cli_train_then_models_then_eval(synth_dataset, esc_home):
     assert json.loads(r.stdout)[0]["is_default"]
     acc = json.loads(r.stdout)[0]["val_acc"]  # the stored float32, shown with the 6 decimals it means
     assert acc == round(meta["train"]["metrics"]["val_acc"], 6) and len(repr(acc)) <= 8, acc
+    assert d["val_acc"] == acc  # train --json shows the same figure
 
     r = runner.invoke(app, ["train", "--preset", "fast", "--epochs", "1", "--name", "quick"])
     assert r.exit_code == 1 and "exists already" in r.output
@@ -654,6 +655,34 @@ def test_cross_validation_trains_each_fold_and_resumes(tmp_path, synth_features)
     run_cv(synth_features, recipe, tmp_path, "cv", folds=[4], resume=True, precision=other, overwrite=True)
     assert (tmp_path / "cv-fold4.pt").stat().st_mtime_ns != before
     assert checkpoint.read_meta(tmp_path / "cv-fold4.pt")["train"]["precision"] == other
+
+
+def test_an_interrupted_cross_validation_says_which_folds_are_kept(tmp_path, synth_features, monkeypatch):
+    from esccli.crossval import run_cv
+
+    recipe = tiny_recipe(epochs=1)
+    real = train_module.train
+
+    def stopped_in(fold):
+        def train(fs, recipe, path, **kw):  # Ctrl-C in the fold's first epoch: train says nothing of it is saved
+            if kw["fold"] == fold:
+                raise TrainingInterrupted("training interrupted before its first epoch ended; nothing was saved",
+                                          "run the same command to start again")
+            return real(fs, recipe, path, **kw)
+        return train
+
+    monkeypatch.setattr(train_module, "train", stopped_in(4))
+    with pytest.raises(TrainingInterrupted) as e:
+        run_cv(synth_features, recipe, tmp_path, "cv", folds=[4, 5])
+    assert e.value.message == "cross-validation interrupted before any fold finished an epoch; nothing was saved"
+    assert "--resume" not in e.value.hint
+    monkeypatch.setattr(train_module, "train", stopped_in(5))
+    with pytest.raises(TrainingInterrupted) as e:
+        run_cv(synth_features, recipe, tmp_path, "cv", folds=[4, 5])
+    assert e.value.message == f"cross-validation interrupted; the work of fold 4 is saved in {tmp_path}"
+    assert "--resume" in e.value.hint  # the same command without it would refuse: cv-fold4 exists
+    monkeypatch.setattr(train_module, "train", real)
+    assert sorted(run_cv(synth_features, recipe, tmp_path, "cv", folds=[4, 5], resume=True).folds) == [4, 5]
 
 
 def test_resuming_a_cross_validation_that_never_started_is_refused(tmp_path, synth_features):

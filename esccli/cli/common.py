@@ -16,12 +16,18 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-err = Console(stderr=True, highlight=False)
-# results piped to a file or another program are not cut to 80 columns (Rich's width without a terminal): tables
-# are as wide as they need, up to PIPED_WIDTH; COLUMNS, when set, still decides
+# what goes to a file or another program is not cut to 80 columns (Rich's width without a terminal): tables and
+# progress lines are as wide as they need, up to PIPED_WIDTH (a training log stays one line per epoch); COLUMNS,
+# when set, still decides
 PIPED_WIDTH = 200
-out = Console(highlight=False, soft_wrap=True,
-              width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else PIPED_WIDTH)
+
+
+def _width(stream) -> int | None:
+    return None if stream.isatty() or os.environ.get("COLUMNS") else PIPED_WIDTH
+
+
+err = Console(stderr=True, highlight=False, width=_width(sys.stderr))
+out = Console(highlight=False, soft_wrap=True, width=_width(sys.stdout))
 
 
 class Device(str, Enum):
@@ -95,6 +101,17 @@ def print_json(obj) -> None:
     sys.stdout.flush()
 
 
+def counted(n: int, noun: str) -> str:
+    """'1 epoch', '2 epochs'."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def stored_float(x: float | None) -> float | None:
+    """A score stored as float32 (0.862500011920929) as JSON shows it: 6 decimals hold any share of ESC-50's clips
+    exactly (0.8625)."""
+    return None if x is None else round(x, 6)
+
+
 def error_line(message: str) -> None:
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
@@ -105,6 +122,16 @@ def warn_line(message: str) -> None:
 
 def note_line(message: str) -> None:
     err.print(f"[bold yellow]note:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def warn_if_default_lost(layout, used: str | None) -> None:
+    """Say so when the model `esc models --default` chose is gone, and `used` is the default in its place."""
+    from esccli import store
+
+    lost = store.lost_default(layout)
+    if lost:
+        instead = f"; {used} is used instead" if used else ""
+        warn_line(f"the default model {lost!r} is gone{instead} (`esc models --default NAME` chooses another)")
 
 
 def dim_line(message: str) -> None:

@@ -29,6 +29,8 @@ def evaluate(
     layout = common.layout()
     dev = pick_device(device.value)
     lm, builtin = store.load(layout, model, dev)
+    if not model:
+        common.warn_if_default_lost(layout, lm.name)
     fold, held_out, note = check_fold(lm, fold, builtin, allow_seen)
     fs = build_features(lm.params)
     rep = run_eval(lm, fs, fold, dev)

@@ -22,10 +22,10 @@ def models(
         common.err.print(f"default model: {default}")
     infos = store.list_models(layout)
     builtin = store.BUILTIN_PATH.is_file()
+    common.warn_if_default_lost(layout, store.default_name(layout, infos) or (store.BUILTIN_NAME if builtin else None))
     if as_json:
-        # accuracies are stored as float32 (0.862500011920929): 6 decimals hold any share of ESC-50's clips exactly
-        common.print_json([{**i.__dict__, "path": str(i.path),
-                            "val_acc": None if i.val_acc is None else round(i.val_acc, 6)} for i in infos])
+        common.print_json([{**i.__dict__, "path": str(i.path), "val_acc": common.stored_float(i.val_acc)}
+                           for i in infos])
         return
     if builtin and (not infos or store.default_name(layout, infos) == store.BUILTIN_NAME):
         common.err.print(f"predict and eval use the built-in model (`-m {store.BUILTIN_NAME}`)"

@@ -78,6 +78,8 @@ def predict(
 
     dev = pick_device(device.value)
     loaded, builtin = store.load(common.layout(), model, dev)
+    if not model:
+        common.warn_if_default_lost(common.layout(), loaded.name)
     if builtin:
         common.dim_line(f"using the built-in model (`-m {store.BUILTIN_NAME}`; train your own with `esc train`)")
     elif not model:

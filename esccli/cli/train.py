@@ -47,11 +47,11 @@ def train(
     """Train a classifier on ESC-50 (fold 5 held out by default; --cv for all five)."""
     from esccli import store
     from esccli.crossval import fold_name, run_cv
-    from esccli.ensemble import check_resumable, default_jobs
+    from esccli.ensemble import check_resumable, default_jobs, saved_progress
     from esccli.errors import EscError
     from esccli.features import PRESETS
     from esccli.recipes import RECIPES, get_recipe
-    from esccli.train import check_recipe, check_save_best, pick_device, resolve_precision, set_threads
+    from esccli.train import check_recipe, check_save_best, cpu_has_bf16, pick_device, resolve_precision, set_threads
     from esccli.train import train as train_model
 
     if cv and all_folds:
@@ -76,7 +76,10 @@ def train(
     check_recipe(recipe, PRESETS[recipe.features])  # before the features are built: a mistake is told at once
     check_save_best(recipe, save_best, None if all_folds else fold)
     dev = pick_device(device.value)
-    precision = resolve_precision(precision, dev, recipe.allow_bf16)
+    asked, precision = precision, resolve_precision(precision, dev, recipe.allow_bf16)
+    if asked == "bf16" and dev == "cpu" and not cpu_has_bf16():
+        common.warn_line("this CPU does not compute bf16 natively: it is emulated, several times slower than fp32 "
+                         "(--precision auto picks fp32 here)")
     if cv and jobs is not None and jobs > 5:
         raise EscError(f"--jobs {jobs}: with --cv at most 5 folds can train at once")
     member_jobs = 1 if cv or dev != "cpu" else jobs or default_jobs(recipe.members, os.cpu_count() or 1,
@@ -98,17 +101,22 @@ def train(
             raise EscError(f"a model named {taken[0]!r} exists already", "use --name, --force to overwrite, or --resume")
     if resume:
         check_resumable(name, [store.model_path(layout, t) for t in targets], cv)  # before the recipe is shown
+    else:
+        interrupted = [t for t in targets if saved_progress(store.model_path(layout, t))]
+        if interrupted:
+            common.warn_line(f"an interrupted training of {interrupted[0]} saved its progress; this run starts "
+                             "over and replaces it (`--resume` continues it instead)")
 
     from esccli.cli.featurize import build_features
 
     fs = build_features(PRESETS[recipe.features])
     mean = f" ({recipe.ensemble_mean} mean)" if recipe.members > 1 and recipe.ensemble_mean != "arithmetic" else ""
-    common.dim_line(f"recipe {preset}: {common.arch_label(recipe.member_archs(), recipe.members)}{mean}, {recipe.epochs} epochs, batch {recipe.batch_size}, lr {recipe.lr:g}, "
+    common.dim_line(f"recipe {preset}: {common.arch_label(recipe.member_archs(), recipe.members)}{mean}, {common.counted(recipe.epochs, 'epoch')}, batch {recipe.batch_size}, lr {recipe.lr:g}, "
                     f"device {dev} ({precision})" + ("" if cv else f", {'all folds' if held_out is None else f'fold {held_out} held out'}"))
     for k in range(recipe.members):  # members with settings of their own (the default's texture network)
         m = recipe.member(k)
         if m.arch != recipe.arch:
-            common.dim_line(f"member {k + 1}: {m.arch}, {m.epochs} epochs, batch {m.batch_size}, lr {m.lr:g}")
+            common.dim_line(f"member {k + 1}: {m.arch}, {common.counted(m.epochs, 'epoch')}, batch {m.batch_size}, lr {m.lr:g}")
     if member_jobs > 1:
         common.dim_line(f"up to {member_jobs} networks train side by side, each in its own process, without per-epoch "
                         "lines (--jobs 1 trains them one at a time and shows each epoch)")
@@ -167,7 +175,8 @@ def render_run(result, as_json: bool) -> None:
     if as_json:
         members = {"member_epochs": [m.get("epochs") for m in t_meta["members"]]} if t_meta.get("members") else {}
         common.print_json({"name": result.meta["name"], "path": str(result.path), "fold": t_meta["fold"],
-                           "epochs": t_meta["epochs_done"], **members, "seconds": t_meta["seconds"], **metrics})
+                           "epochs": t_meta["epochs_done"], **members, "seconds": t_meta["seconds"], **metrics,
+                           "val_acc": common.stored_float(metrics.get("val_acc"))})
         return
     t = Table(title=f"trained {result.meta['name']}")
     t.add_column("")
