@@ -64,7 +64,7 @@ def run_cv(fs, recipe: Recipe, models_dir: Path, name: str, seed: int = 0, devic
     these settings made is kept and its score reused, an interrupted fold continues and a fold not started is
     trained; a finished fold model made with other settings is refused unless `overwrite` (it is trained again)."""
     from esccli.ensemble import check_resumable, saved_progress
-    from esccli.train import check_recipe, resolve_precision, train
+    from esccli.train import check_recipe, other_settings, resolve_precision, train
 
     check_recipe(recipe, fs.params)  # before any fold starts, in this process or another
     precision = resolve_precision(precision, device, recipe.allow_bf16)
@@ -81,8 +81,8 @@ def run_cv(fs, recipe: Recipe, models_dir: Path, name: str, seed: int = 0, devic
             if on_fold:
                 on_fold(k, *done)
         elif resume and path.is_file() and not saved_progress(path) and not overwrite:
-            raise ModelError(f"{path.name} in {models_dir} was made with other settings (recipe, seed, precision, "
-                             "features or clips)",
+            raise ModelError(f"{path.name} in {models_dir} was made with other settings: "
+                             f"{other_settings(checkpoint.read_meta(path), recipe, fs, k, seed, precision)}",
                              "use --force to train it again with these, or another --name")
         else:
             todo.append((k, path))

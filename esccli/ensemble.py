@@ -78,7 +78,7 @@ def train_ensemble(fs, recipe: Recipe, path: Path, fold: int | None, seed: int, 
     """Train the members that are not done (one at a time, or `jobs` side by side on a CPU, each in a process of
     `threads` threads, default its share of the cores), then combine them. Every member trains with the same
     thread count whether or not the run was resumed, so a resumed ensemble ends as an uninterrupted one would."""
-    from esccli.train import TrainingInterrupted, TrainResult, interrupted, resolve_precision, train
+    from esccli.train import TrainingInterrupted, TrainResult, interrupted, other_settings, resolve_precision, train
 
     path = Path(path)
     precision = resolve_precision(precision, device, recipe.allow_bf16)
@@ -89,9 +89,11 @@ def train_ensemble(fs, recipe: Recipe, path: Path, fold: int | None, seed: int, 
         for k, p in enumerate(paths):
             for f, flag in ((p, finished), (p.with_suffix(".resume.pt"), started)):
                 if f.is_file():
-                    if not is_member(checkpoint.read_meta(f), recipe, k, fold, seed, precision, fs):
-                        raise ModelError(f"{f} was made with other settings (recipe, fold, seed, features, clips "
-                                         "or precision)", "run again without --resume to start over")
+                    meta = checkpoint.read_meta(f)
+                    if not is_member(meta, recipe, k, fold, seed, precision, fs):
+                        why = other_settings(meta, recipe.member(k), fs, fold, recipe.member_seed(seed, k), precision)
+                        raise ModelError(f"{f} was made with other settings: {why}",
+                                         "run again without --resume to start over")
                     flag[k] = True
         if not any(finished) and not any(started):
             raise EscError(f"nothing to resume: no member of {path.name} was started in {path.parent}")

@@ -78,10 +78,18 @@ class Recipe:
         LATER_FIELDS existed was trained as that field's value there says; how often it was validated, and a
         single network's member_variants and ensemble_mean, which it does not use, are not compared; its
         test_shifts are, as they decide its recorded scores)."""
+        return not self.made_differences(train_meta, fold, seed, precision)
+
+    def made_differences(self, train_meta: dict, fold: int | None, seed: int, precision: str) -> list[str]:
+        """What `made` finds different, each as "field recorded (now asked)": empty when this recipe made it."""
         recorded = train_meta.get("recipe")
-        return (isinstance(recorded, dict) and _as_made({**LATER_FIELDS, **recorded}) == _as_made(self.to_dict())
-                and train_meta.get("fold") == fold and train_meta.get("seed") == seed
-                and train_meta.get("precision", "fp32") == precision)
+        if not isinstance(recorded, dict):
+            return ["no recipe recorded"]
+        theirs, mine = _as_made({**LATER_FIELDS, **recorded}), _as_made(self.to_dict())
+        pairs = [(k, theirs.get(k, _MISSING), mine.get(k, _MISSING)) for k in sorted(set(theirs) | set(mine))]
+        pairs += [("fold", train_meta.get("fold"), fold), ("seed", train_meta.get("seed"), seed),
+                  ("precision", train_meta.get("precision", "fp32"), precision)]
+        return [f"{k} {was!r} (now {now!r})" for k, was, now in pairs if was != now]
 
     def member_variant(self, k: int) -> dict:
         """The overrides that make member k (0-based) differ from the recipe."""
@@ -184,6 +192,14 @@ class Recipe:
 
     def with_overrides(self, **kw) -> "Recipe":
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "(none)"
+
+
+_MISSING = _Missing()  # a field one recipe dict has and the other has not (made_differences)
 
 
 def _as_made(recipe: dict) -> dict:

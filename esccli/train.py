@@ -356,8 +356,8 @@ def train(
     if resume and resume_path.exists():
         blob = checkpoint.read(resume_path)
         if not made_by(blob, recipe, fs, fold, seed, precision):
-            raise ModelError(f"{resume_path} was made with other settings (recipe, fold, seed, features, clips or "
-                             "precision)",
+            raise ModelError(f"{resume_path} was made with other settings: "
+                             f"{other_settings(blob, recipe, fs, fold, seed, precision)}",
                              "run again without --resume to start over")
         model.load_state_dict(blob["state_dict"])
         optimizer.load_state_dict(blob["optimizer"])
@@ -463,6 +463,12 @@ def made_by(meta: dict, recipe: Recipe, fs: FeatureSet, fold: int | None, seed: 
     precision, on the features and clips of `fs`: what resuming it, reusing it as a finished fold or joining it
     as an ensemble member requires."""
     return recipe.made(meta["train"], fold, seed, precision) and fs.made(meta)
+
+
+def other_settings(meta: dict, recipe: Recipe, fs: FeatureSet, fold: int | None, seed: int, precision: str) -> str:
+    """What differs between the settings a file was made with and these (made_by false), for a refusal to say."""
+    found = recipe.made_differences(meta["train"], fold, seed, precision) + ([] if fs.made(meta) else ["features or clips"])
+    return "; ".join(found[:4]) + (f"; and {len(found) - 4} more" if len(found) > 4 else "")
 
 
 def _drop_stale_best(path: Path, history: list[dict]) -> None:

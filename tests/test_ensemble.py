@@ -269,7 +269,7 @@ def test_resume_checks_every_member_before_training_and_keeps_the_good_ones(pair
     stop_in_member_2(synth_features, recipe, path)
     done = member_path(path, 0).read_bytes()
     seen = []
-    with pytest.raises(ModelError, match="other settings"):
+    with pytest.raises(ModelError, match=r"\.r\.member1\.pt was made with other settings: epochs 3 \(now 4\)"):
         train(synth_features, recipe.with_overrides(epochs=4), path, fold=5, seed=7, resume=True,
               on_epoch=seen.append)
     assert seen == [] and member_path(path, 0).read_bytes() == done  # nothing trained, nothing overwritten

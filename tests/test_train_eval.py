@@ -209,19 +209,21 @@ def test_resume_refuses_other_settings(tmp_path, synth_features):
     recipe = tiny_recipe(epochs=2)
     with pytest.raises(TrainingInterrupted):
         train(synth_features, recipe, tmp_path / "m.pt", fold=5, on_epoch=lambda s: (_ for _ in ()).throw(KeyboardInterrupt))
-    with pytest.raises(ModelError, match="other settings"):
+    with pytest.raises(ModelError, match=r"other settings: fold 5 \(now 4\) \(run again without --resume"):
         train(synth_features, recipe, tmp_path / "m.pt", fold=4, resume=True)
+    with pytest.raises(ModelError, match=r"other settings: epochs 2 \(now 3\); lr 0\.\d+ \(now 0\.5\)"):
+        train(synth_features, recipe.with_overrides(epochs=3, lr=0.5), tmp_path / "m.pt", fold=5, resume=True)
     with pytest.raises(TrainingInterrupted):
         train(synth_features, recipe, tmp_path / "p.pt", fold=5, precision="fp32",
               on_epoch=lambda s: (_ for _ in ()).throw(KeyboardInterrupt))
-    with pytest.raises(ModelError, match="other settings"):
+    with pytest.raises(ModelError, match="other settings: precision 'fp32' \\(now 'bf16'\\)"):
         train(synth_features, recipe, tmp_path / "p.pt", fold=5, precision="bf16", resume=True)
     # the same settings on other clips (a dataset fetched again between the two runs)
     keep = np.arange(len(synth_features) - 1)
     fewer = dataclasses.replace(synth_features, features=synth_features.features[keep],
                                 targets=synth_features.targets[keep], folds=synth_features.folds[keep],
                                 filenames=synth_features.filenames[:-1])
-    with pytest.raises(ModelError, match="other settings .*clips"):
+    with pytest.raises(ModelError, match="other settings: features or clips"):
         train(fewer, recipe, tmp_path / "m.pt", fold=5, resume=True)
     assert train(synth_features, recipe, tmp_path / "m.pt", fold=5, resume=True).resumed_from == 1
 
@@ -649,7 +651,7 @@ def test_cross_validation_trains_each_fold_and_resumes(tmp_path, synth_features)
 
     # a finished fold made in another precision is not counted: it is refused, and trained again only if allowed
     other = "bf16" if checkpoint.read_meta(tmp_path / "cv-fold4.pt")["train"]["precision"] == "fp32" else "fp32"
-    with pytest.raises(ModelError, match="cv-fold4.pt in .* was made with other settings") as e:
+    with pytest.raises(ModelError, match="cv-fold4.pt in .* was made with other settings: precision") as e:
         run_cv(synth_features, recipe, tmp_path, "cv", folds=[4], resume=True, precision=other)
     assert "--force" in e.value.hint and (tmp_path / "cv-fold4.pt").stat().st_mtime_ns == before
     run_cv(synth_features, recipe, tmp_path, "cv", folds=[4], resume=True, precision=other, overwrite=True)
