@@ -6,6 +6,7 @@ train in parallel processes, each with its share of the cores (esccli/workers.py
 """
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -63,7 +64,7 @@ def run_cv(fs, recipe: Recipe, models_dir: Path, name: str, seed: int = 0, devic
     """Train one model per fold, each with that fold held out, and write the summary. With `resume`, a fold model
     these settings made is kept and its score reused, an interrupted fold continues and a fold not started is
     trained; a finished fold model made with other settings is refused unless `overwrite` (it is trained again)."""
-    from esccli.ensemble import check_resumable, saved_progress
+    from esccli.ensemble import check_resumable, kept_work, saved_progress
     from esccli.train import check_recipe, other_settings, resolve_precision, train
 
     check_recipe(recipe, fs.params)  # before any fold starts, in this process or another
@@ -95,6 +96,7 @@ def run_cv(fs, recipe: Recipe, models_dir: Path, name: str, seed: int = 0, devic
 
     from esccli.train import TrainingInterrupted, interrupted
 
+    since = time.time()
     try:
         if jobs <= 1:
             for k, path in todo:
@@ -111,7 +113,7 @@ def run_cv(fs, recipe: Recipe, models_dir: Path, name: str, seed: int = 0, devic
                              jobs, TrainingInterrupted("cross-validation interrupted"),
                              on_result=lambda i, r: record(todo[i][0], *r))
     except (KeyboardInterrupt, TrainingInterrupted) as e:  # a fold's own message is not the whole story
-        kept = [k for k in folds if saved_progress(p := Path(models_dir) / f"{fold_name(name, k)}.pt") or p.is_file()]
+        kept = [k for k in folds if kept_work(Path(models_dir) / f"{fold_name(name, k)}.pt", since, resume)]
         raise interrupted("cross-validation", "fold", kept, None, Path(models_dir),
                           getattr(e, "signum", None)) from None
     atomic_write_text(summary_path(models_dir, name), json.dumps(result.to_dict(), indent=2))

@@ -148,7 +148,7 @@ def length_problem(samples: int, sample_rate: int) -> str | None:
     clip: a file cut short (a copy or download stopped part way) that still decodes."""
     seconds = samples / sample_rate
     if seconds < CLIP_SECONDS - CLIP_TOLERANCE:
-        return f"it lasts {seconds:.2f} s, not {CLIP_SECONDS:g} s as every ESC-50 clip does (cut short)"
+        return f"it lasts {seconds:.2f} s, not {CLIP_SECONDS:g} s as every ESC-50 clip does"
     return None
 
 

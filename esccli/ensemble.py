@@ -46,6 +46,19 @@ def saved_progress(path: Path) -> bool:
     return path.with_suffix(".resume.pt").is_file() or bool(member_files(path))
 
 
+CLOCK_SLACK = 0.1  # seconds a file system's clock may stamp a file before time.time() said it was written
+
+
+def kept_work(path: Path, since: float, resumed: bool) -> bool:
+    """Whether a run begun at `since` (time.time()) leaves work for `--resume` in the model at `path` (finished, or
+    its resume or member files): any such file if the run resumed, else only those it wrote (a run that starts over
+    leaves an earlier run's files until it replaces them)."""
+    path = Path(path)
+    files = [f for f in (path, path.with_suffix(".resume.pt"), *member_files(path)) if f.is_file()]
+    return any(resumed or f.stat().st_mtime >= since - CLOCK_SLACK for f in files)
+
+
+
 def check_resumable(name: str, paths: list[Path], cv: bool = False) -> None:
     """Refuse a resume of model `name`, before any work, when no model at `paths` left work to resume; with `cv`
     (one path per fold) a finished fold counts, as cross-validation goes on after it. train and run_cv check again
@@ -98,7 +111,7 @@ def train_ensemble(fs, recipe: Recipe, path: Path, fold: int | None, seed: int, 
         if not any(finished) and not any(started):
             raise EscError(f"nothing to resume: no member of {path.name} was started in {path.parent}")
     todo = [k for k in range(recipe.members) if not finished[k]]
-    t0 = time.perf_counter()
+    t0, since = time.perf_counter(), time.time()
     side_by_side = device == "cpu" and jobs > 1
     if side_by_side:  # each member's thread count follows from the jobs asked for, not from how many are left
         threads = threads or max(1, (os.cpu_count() or 1) // jobs)
@@ -121,11 +134,11 @@ def train_ensemble(fs, recipe: Recipe, path: Path, fold: int | None, seed: int, 
                              [(fs, members[k][0], str(paths[k]), fold, members[k][1], device, started[k],
                                f"{name or path.stem} member {k + 1}", command, precision, threads) for k in todo],
                              jobs, TrainingInterrupted("training interrupted"))
+        meta = combine(fs, recipe, paths, path, fold=fold, seed=seed, name=name or path.stem, command=command,
+                       precision=precision, device=device, wall_seconds=time.perf_counter() - t0)
     except (KeyboardInterrupt, TrainingInterrupted) as e:  # what one member's message says is not the whole story
-        kept = [k + 1 for k, p in enumerate(paths) if p.is_file() or saved_progress(p)]
+        kept = [k + 1 for k, p in enumerate(paths) if kept_work(p, since, resume)]
         raise interrupted("training", "member", kept, len(paths), path.parent, getattr(e, "signum", None)) from None
-    meta = combine(fs, recipe, paths, path, fold=fold, seed=seed, name=name or path.stem, command=command,
-                   precision=precision, device=device, wall_seconds=time.perf_counter() - t0)
     for p in member_files(path):  # this run's members, and any left by an earlier run with more members
         p.unlink(missing_ok=True)
     return TrainResult(path, meta, meta["train"]["history"])

@@ -6,7 +6,8 @@ Which model `predict` and `eval` use when none is named: the one marked with `es
 Listing the models reads each file's metadata, which needs torch (seconds to import). What a listing found is kept
 in `<data>/models/.index.json`, by each file's size, times and inode, so that a listing of files unchanged since
 reads no model file and imports no torch. The index is only ever a cache: a file it does not describe as it is now
-is read again, and an index that cannot be read or written is ignored.
+is read again, so is a file esc could not use, and an index that cannot be read or written, or that another
+version of esc wrote, is ignored.
 """
 
 import json
@@ -14,7 +15,7 @@ import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from esccli import checkpoint
+from esccli import __version__, checkpoint
 from esccli.errors import ModelError
 from esccli.fsutil import atomic_write_text, remove_stale_temporaries
 from esccli.paths import Layout
@@ -22,7 +23,9 @@ from esccli.paths import Layout
 SUFFIX = ".pt"
 DEFAULT_FILE = "DEFAULT"
 INDEX_FILE = ".index.json"  # what the last listing found in each model file (list_models)
-INDEX_VERSION = 1  # bumped when ModelInfo's fields change: an index of another version is rebuilt
+# an index written by another esc, or under other rules (bumped when ModelInfo's fields or how a file is judged
+# change), is rebuilt
+INDEX_VERSION = 2
 BUILTIN_NAME = "builtin"
 BUILTIN_PATH = Path(__file__).parent / "assets" / "esc-default.pt"
 EXAMPLES_DIR = Path(__file__).parent / "assets" / "examples"  # a few ESC-50 clips (CC BY-NC 3.0)
@@ -83,7 +86,7 @@ def list_models(layout: Layout) -> list[ModelInfo]:
             if info is None:
                 info = _read_info(p)
             infos.append(info)
-            if stamp is not None:
+            if stamp is not None and info.error is None:  # a file esc cannot use is read again each time
                 seen[p.name] = {"stamp": stamp, "info": _indexable(info)}
         if seen != index:
             _write_index(layout, seen)
@@ -140,7 +143,8 @@ def _read_index(layout: Layout) -> dict:
         blob = json.loads((layout.models / INDEX_FILE).read_text())
     except (OSError, ValueError):
         return {}
-    ok = isinstance(blob, dict) and blob.get("version") == INDEX_VERSION and isinstance(blob.get("models"), dict)
+    ok = (isinstance(blob, dict) and blob.get("version") == INDEX_VERSION and blob.get("esc") == __version__
+          and isinstance(blob.get("models"), dict))
     return blob["models"] if ok else {}
 
 
@@ -148,7 +152,8 @@ def _write_index(layout: Layout, models: dict) -> None:
     """Keep the listing for the next one; a store esc cannot write to is listed all the same, only more slowly."""
     try:
         remove_stale_temporaries(layout.models, [INDEX_FILE])
-        atomic_write_text(layout.models / INDEX_FILE, json.dumps({"version": INDEX_VERSION, "models": models}))
+        atomic_write_text(layout.models / INDEX_FILE,
+                          json.dumps({"version": INDEX_VERSION, "esc": __version__, "models": models}))
     except OSError:
         pass
 

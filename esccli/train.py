@@ -144,6 +144,12 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def cpu_emulates_bf16() -> bool:
+    """Whether this is an x86 CPU without native bf16 (where PyTorch emulates it, several times slower than fp32:
+    docs/ablation.md, round 6). Elsewhere (ARM) esc cannot tell, and says nothing."""
+    return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686") and not cpu_has_bf16()
+
+
 def cpuinfo_field(name: str, cpuinfo: str = "/proc/cpuinfo") -> str:
     """The value of the first `name` line of /proc/cpuinfo (the first CPU's), stripped; "" where there is none."""
     try:

@@ -101,3 +101,8 @@ def test_progress_lines_written_to_a_file_are_not_wrapped_at_80_columns():
     assert r.stderr.splitlines() == ["epoch 1/2 " + "x" * 140]
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env | {"COLUMNS": "60"})
     assert max(map(len, r.stderr.splitlines())) == 60  # COLUMNS still decides
+
+
+def test_esc_runs_with_stderr_closed():
+    r = subprocess.run(f"{sys.executable} -m esccli --version 2>&-", shell=True, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == f"esc {__version__}"

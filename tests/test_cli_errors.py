@@ -159,6 +159,7 @@ def test_no_blank_line_on_stderr_when_it_is_not_a_terminal(monkeypatch, terminal
 @pytest.mark.parametrize("native", [False, True])
 def test_bf16_asked_for_on_a_cpu_that_emulates_it_is_warned_of(esc_home, monkeypatch, native):
     monkeypatch.setattr("esccli.train.cpu_has_bf16", lambda: native)
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
     r = runner.invoke(app, ["train", "--precision", "bf16", "--device", "cpu"])  # then: no dataset installed
     assert r.exit_code == 1 and "ESC-50 is not installed" in r.stderr
     assert ("does not compute bf16 natively" in r.stderr) is not native, r.stderr

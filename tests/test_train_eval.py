@@ -683,6 +683,13 @@ def test_an_interrupted_cross_validation_says_which_folds_are_kept(tmp_path, syn
         run_cv(synth_features, recipe, tmp_path, "cv", folds=[4, 5])
     assert e.value.message == f"cross-validation interrupted; the work of fold 4 is saved in {tmp_path}"
     assert "--resume" in e.value.hint  # the same command without it would refuse: cv-fold4 exists
+    # a run that starts over (--force) and is stopped at once kept nothing: fold 4 is an earlier run's
+    earlier = time.time() - 60
+    os.utime(tmp_path / "cv-fold4.pt", (earlier, earlier))
+    monkeypatch.setattr(train_module, "train", stopped_in(4))
+    with pytest.raises(TrainingInterrupted) as e:
+        run_cv(synth_features, recipe, tmp_path, "cv", folds=[4, 5])
+    assert e.value.message.startswith("cross-validation interrupted before any fold finished an epoch")
     monkeypatch.setattr(train_module, "train", real)
     assert sorted(run_cv(synth_features, recipe, tmp_path, "cv", folds=[4, 5], resume=True).folds) == [4, 5]
 
@@ -754,3 +761,13 @@ def test_early_crops_cover_the_first_share_of_the_epochs(synth_features, tmp_pat
     steps = len(crops) // 4
     assert crops == [10] * (2 * steps) + [20] * (2 * steps) and steps >= 1
     assert result.meta["train"]["recipe"]["early_crop_frames"] == 10  # recorded with the model
+
+
+def test_cross_validation_json_shows_scores_as_models_json_does(capsys):
+    from esccli.cli.train import render_cv
+    from esccli.crossval import CVResult
+
+    r = CVResult("cv", folds={1: float(np.float32(0.8625)), 2: float(np.float32(0.8425))}, seconds={1: 60.0, 2: 61.0})
+    render_cv(r, as_json=True)
+    d = json.loads(capsys.readouterr().out)
+    assert d["folds"] == {"1": 0.8625, "2": 0.8425} and d["mean"] == 0.8525 and len(repr(d["std"])) <= 8

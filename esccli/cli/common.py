@@ -23,7 +23,9 @@ PIPED_WIDTH = 200
 
 
 def _width(stream) -> int | None:
-    return None if stream.isatty() or os.environ.get("COLUMNS") else PIPED_WIDTH
+    """None (Rich's own: the terminal's, or COLUMNS) on a terminal, else PIPED_WIDTH; `stream` is None when the
+    shell closed it (2>&-)."""
+    return None if (stream is not None and stream.isatty()) or os.environ.get("COLUMNS") else PIPED_WIDTH
 
 
 err = Console(stderr=True, highlight=False, width=_width(sys.stderr))

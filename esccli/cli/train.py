@@ -51,7 +51,7 @@ def train(
     from esccli.errors import EscError
     from esccli.features import PRESETS
     from esccli.recipes import RECIPES, get_recipe
-    from esccli.train import check_recipe, check_save_best, cpu_has_bf16, pick_device, resolve_precision, set_threads
+    from esccli.train import check_recipe, check_save_best, cpu_emulates_bf16, pick_device, resolve_precision, set_threads
     from esccli.train import train as train_model
 
     if cv and all_folds:
@@ -77,7 +77,7 @@ def train(
     check_save_best(recipe, save_best, None if all_folds else fold)
     dev = pick_device(device.value)
     asked, precision = precision, resolve_precision(precision, dev, recipe.allow_bf16)
-    if asked == "bf16" and dev == "cpu" and not cpu_has_bf16():
+    if asked == "bf16" and dev == "cpu" and cpu_emulates_bf16():
         common.warn_line("this CPU does not compute bf16 natively: it is emulated, several times slower than fp32 "
                          "(--precision auto picks fp32 here)")
     if cv and jobs is not None and jobs > 5:
@@ -154,7 +154,9 @@ def render_cv(result, as_json: bool) -> None:
 
     mean, std = result.mean_std
     if as_json:
-        common.print_json(result.to_dict())
+        d = result.to_dict()
+        common.print_json({**d, "folds": {k: common.stored_float(v) for k, v in d["folds"].items()},
+                           "mean": common.stored_float(d["mean"]), "std": common.stored_float(d["std"])})
         return
     t = Table(title=f"5-fold cross-validation: {result.name}")
     t.add_column("fold", justify="right")
