@@ -1,9 +1,15 @@
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
 from synthetic import make_archive, make_dataset
+
+# The interrupt tests send Ctrl-C (SIGINT) to esc and its processes. A shell's background job starts with SIGINT
+# ignored, which esc respects (esccli/interrupts.py), so in a suite started that way (`pytest &`) no interrupt would
+# arrive: the suite starts from Python's own handler, as it does in a terminal.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
