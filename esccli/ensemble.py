@@ -58,7 +58,6 @@ def kept_work(path: Path, since: float, resumed: bool) -> bool:
     return any(resumed or f.stat().st_mtime >= since - CLOCK_SLACK for f in files)
 
 
-
 def check_resumable(name: str, paths: list[Path], cv: bool = False) -> None:
     """Refuse a resume of model `name`, before any work, when no model at `paths` left work to resume; with `cv`
     (one path per fold) a finished fold counts, as cross-validation goes on after it. train and run_cv check again

@@ -12,13 +12,15 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from esccli.dataset import CLIP_SECONDS
+
 FEATURE_VERSION = 1  # bump when the computation changes, so that old caches are not reused
 
 
 @dataclass(frozen=True)
 class FeatureParams:
     sample_rate: int = 16000  # every clip is resampled to this before the STFT
-    clip_seconds: float = 5.0  # clips are cut or zero-padded to this length (ESC-50 clips are 5 s)
+    clip_seconds: float = CLIP_SECONDS  # clips are cut or zero-padded to this length (ESC-50's own)
     n_fft: int = 1024  # 64 ms window at 16 kHz
     hop_length: int = 320  # 20 ms hop: 251 frames per 5 s clip
     n_mels: int = 64
