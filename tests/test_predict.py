@@ -346,6 +346,26 @@ def test_stdin(model, tmp_path):
     assert_one_line_error(run(model, "-", "-", input=data), "once")
 
 
+def test_a_pipe_is_read_once_as_stdin_is(model, tmp_path):
+    # `esc predict <(ffmpeg -i film.mp4 -f wav -)`: a pipe has no size, and audio_info then the stream would read it
+    # twice; it used to be refused as an "empty file (0 bytes)"
+    import os
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    data = wav_bytes(sound(A, 2.0, 44100), 44100)
+    writer = threading.Thread(target=fifo.write_bytes, args=(data,), daemon=True)  # never joined if not read
+    writer.start()
+    try:
+        r = run(model, str(fifo), "--json")
+    finally:
+        writer.join(timeout=10)
+    assert r.exit_code == 0, r.output
+    [rec] = json.loads(r.stdout)
+    assert rec["file"] == str(fifo) and rec["sample_rate"] == 44100 and rec["top"][0]["class"] == A
+
+
 def test_folders_and_glob(model, tmp_path):
     root = tmp_path / "recordings"
     (root / "day1" / "am").mkdir(parents=True)
