@@ -65,7 +65,7 @@ def run_cv(fs, recipe: Recipe, models_dir: Path, name: str, seed: int = 0, devic
     these settings made is kept and its score reused, an interrupted fold continues and a fold not started is
     trained; a finished fold model made with other settings is refused unless `overwrite` (it is trained again)."""
     from esccli.ensemble import check_resumable, kept_work, saved_progress
-    from esccli.train import check_recipe, other_settings, resolve_precision, train
+    from esccli.train import TrainingInterrupted, check_recipe, interrupted, other_settings, resolve_precision, train
 
     check_recipe(recipe, fs.params)  # before any fold starts, in this process or another
     precision = resolve_precision(precision, device, recipe.allow_bf16)
@@ -93,8 +93,6 @@ def run_cv(fs, recipe: Recipe, models_dir: Path, name: str, seed: int = 0, devic
         atomic_write_text(summary_path(models_dir, name), json.dumps(result.to_dict(), indent=2))
         if on_fold:
             on_fold(k, acc, secs)
-
-    from esccli.train import TrainingInterrupted, interrupted
 
     since = time.time()
     try:

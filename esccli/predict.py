@@ -217,13 +217,20 @@ def gather(items: Iterable[str | Path], pattern: str = AUDIO_GLOB) -> list[Sourc
     Matching ignores case; a pattern with a '/' is matched against the path below the folder ('**/' at its start
     matches no folder too, as in a shell: '**/*.ogg' finds the folder's own ogg files). Hidden files and folders
     are skipped. A folder with no match, or one that cannot be read, becomes an Unusable entry. Paths that do not
-    exist are kept, so that they get their own error.
+    exist are kept, so that they get their own error. A pipe (`<(ffmpeg ...)`, a named pipe) is read once, here, as
+    stdin is: it has no size, and reading its header and then its samples would open it twice.
     """
     patterns = [p.lower() for p in expand_braces(pattern)]
     patterns += [p[3:] for p in patterns if p.startswith("**/")]
     found: list[Source] = []
     for item in items:
         path = Path(item)
+        if path.is_fifo():
+            try:
+                found.append(AudioBytes(str(path), path.read_bytes()))
+            except OSError as e:
+                found.append(Unusable(str(path), f"cannot read this pipe ({e.strerror or e})"))
+            continue
         if not path.is_dir():
             found.append(path)
             continue

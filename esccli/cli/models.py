@@ -22,12 +22,13 @@ def models(
         common.err.print(f"default model: {default}")
     infos = store.list_models(layout)
     builtin = store.BUILTIN_PATH.is_file()
-    common.warn_if_default_lost(layout, store.default_name(layout, infos) or (store.BUILTIN_NAME if builtin else None))
+    in_use = store.default_name(layout, infos)
+    common.warn_if_default_lost(layout, in_use or (store.BUILTIN_NAME if builtin else None))
     if as_json:
         common.print_json([{**i.__dict__, "path": str(i.path), "val_acc": common.stored_float(i.val_acc)}
                            for i in infos])
         return
-    if builtin and (not infos or store.default_name(layout, infos) == store.BUILTIN_NAME):
+    if builtin and (not infos or in_use == store.BUILTIN_NAME):
         common.err.print(f"predict and eval use the built-in model (`-m {store.BUILTIN_NAME}`)"
                          + ("; train one with `esc train`" if not infos else ""), soft_wrap=True)
     elif not infos:

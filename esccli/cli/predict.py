@@ -1,11 +1,8 @@
 """`esc predict`: label recordings with a trained model (see esccli.predict for how windows are cut)."""
 
 import csv
-import os
-import stat
 import sys
 from enum import Enum
-from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -94,8 +91,6 @@ def predict(
     for item in files:
         if item == "-":
             sources.append(core.AudioBytes(core.STDIN_NAME, _read_stdin()))
-        elif _is_pipe(item):  # `esc predict <(ffmpeg ...)`, or a named pipe: read once, as stdin is
-            sources.append(core.AudioBytes(item, Path(item).read_bytes()))
         else:
             sources.extend(core.gather([item], glob))
 
@@ -122,13 +117,6 @@ def predict(
         common.dim_line(f"{failed} of {len(results)} files could not be classified (see their error field)")
     if failed:
         raise typer.Exit(1)
-
-
-def _is_pipe(item: str) -> bool:
-    try:
-        return stat.S_ISFIFO(os.stat(item).st_mode)
-    except (OSError, ValueError):  # no such path (it gets its own error), or not a path at all
-        return False
 
 
 def _read_stdin() -> bytes:
