@@ -155,14 +155,15 @@ def combine(fs, recipe: Recipe, member_paths: list[Path], out: Path, fold: int |
             command: str, precision: str, device: str = "cpu", wall_seconds: float | None = None) -> dict:
     """Join finished member models (member k made by `recipe.member(k)` with seed `recipe.member_seed(seed, k)`)
     into one ensemble model file at `out`, scored on the held-out fold; returns its metadata."""
-    from esccli.train import cpu_name, predict_logits, split
+    from esccli.train import cpu_name, modulation_of, predict_logits, split
 
     blobs = [checkpoint.read(p) for p in member_paths]
     for k, (p, b) in enumerate(zip(member_paths, blobs)):
         if not is_member(b, recipe, k, fold, seed, precision, fs):
             raise ModelError(f"{p} is not member {k + 1} of this ensemble (other recipe, fold, seed, precision, "
                              "features or clips)", "run again without --resume to start over")
-    config = ensemble_config([ModelConfig.from_dict(b["model"]) for b in blobs], recipe.ensemble_mean)
+    config = ensemble_config([ModelConfig.from_dict(b["model"]) for b in blobs], recipe.ensemble_mean,
+                             recipe.member_weights())
     model = build_model(config)
     model.load_state_dict({f"members.{k}.{key}": v for k, b in enumerate(blobs) for key, v in b["state_dict"].items()})
     model.to(device)
@@ -172,7 +173,9 @@ def combine(fs, recipe: Recipe, member_paths: list[Path], out: Path, fold: int |
     if len(val_idx):
         x_val = torch.from_numpy(fs.features[val_idx]).unsqueeze(1)
         y_val = torch.from_numpy(fs.targets[val_idx])
-        logits = predict_logits(with_test_shifts(model, recipe.test_shifts), x_val, device, recipe.channels_last)
+        m_all = modulation_of(fs, recipe)
+        logits = predict_logits(with_test_shifts(model, recipe.test_shifts), x_val, device, recipe.channels_last,
+                                modulation=None if m_all is None else m_all[val_idx])
         metrics.update(val_acc=float((logits.argmax(1) == y_val).float().mean()),
                        val_loss=float(F.nll_loss(logits, y_val)))
     members = [{"seed": recipe.member_seed(seed, k), "variant": recipe.member_variant(k),

@@ -43,6 +43,7 @@ def check_fold(lm: LoadedModel, fold: int | None, builtin: bool, allow_seen: boo
 def evaluate(lm: LoadedModel, fs: FeatureSet, fold: int, device: str = "cpu") -> Report:
     import torch
 
+    from esccli.models import needs_modulation
     from esccli.train import predict_logits
 
     if fs.params != lm.params:
@@ -51,7 +52,13 @@ def evaluate(lm: LoadedModel, fs: FeatureSet, fold: int, device: str = "cpu") ->
     if idx.size == 0:
         raise EscError(f"fold {fold} has no clips in this dataset")
     x = torch.from_numpy(fs.features[idx].astype(np.float32)).unsqueeze(1)
-    logits = predict_logits(lm.model, x, device)
+    mods = None
+    if needs_modulation(lm.model):
+        if fs.modulation is None:
+            raise EscError("this model hears the clips' modulation statistics, and these features come without them",
+                           "run `esc featurize --rebuild`")
+        mods = torch.from_numpy(np.ascontiguousarray(fs.modulation[idx], np.float32))
+    logits = predict_logits(lm.model, x, device, modulation=mods)
     return report(fs.targets[idx], logits.argmax(1).numpy())
 
 

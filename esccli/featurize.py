@@ -1,9 +1,10 @@
 """The feature cache: log-mel spectrograms of every ESC-50 clip, computed once and kept on disk.
 
-A cache lives in `<data>/features/<params key>-<csv hash>/` as `features.npy` (float16 [clips, n_mels, frames])
-and `index.json` (the parameters, each clip's name, fold and target, the array's shape and sha256, and each clip's
-audio file: size, times, inode). Changing a feature parameter or the dataset's csv names a new cache; a cache whose
-checksum, shape or dtype does not match, whose clip list is not the dataset's, or whose audio files have been
+A cache lives in `<data>/features/<params key>-<csv hash>/` as `features.npy` (float16 [clips, n_mels, frames]),
+`modulation.npy` (float32 [clips, modulation.COUNT]: each clip's fine-rate modulation statistics, from the same
+decoded audio) and `index.json` (the parameters, each clip's name, fold and target, each array's shape and sha256,
+the modulation statistics' version, and each clip's audio file: size, times, inode). Changing a feature parameter or the dataset's csv names a new cache; a cache whose
+checksums, shapes, dtypes or modulation version do not match, whose clip list is not the dataset's, or whose audio files have been
 replaced or touched since (or which predates that record), is rebuilt, never used; a clip whose audio file is
 missing is an error even then. Clips are decoded and transformed by `jobs` worker processes in chunks.
 """
@@ -20,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from esccli import __version__
+from esccli import __version__, modulation
 from esccli.audio import load_audio
 from esccli.dataset import META_CSV, Clip, audio_path, length_problem, read_metadata
 from esccli.errors import AudioError, DatasetError, EscError
@@ -29,7 +30,7 @@ from esccli.fsutil import atomic_write, atomic_write_text, folder_lock, remove_s
 from esccli.memory import physical_memory
 from esccli.paths import Layout
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: with modulation.npy
 CHUNK = 32  # clips per worker task
 MEMORY_SHARE = 0.8  # a build that would need more than this share of the machine's memory is refused
 
@@ -46,6 +47,7 @@ class FeatureSet:
     path: Path | None = None  # the cache folder it came from
     built: bool = False  # True when this call computed it, False when it was read from the cache
     audio: list | None = None  # each clip's audio file as it was computed from (audio_stamps)
+    modulation: np.ndarray | None = None  # float32 [clips, modulation.COUNT] (esccli/modulation.py)
 
     def __len__(self) -> int:
         return len(self.filenames)
@@ -120,8 +122,11 @@ def build_bytes(params: FeatureParams, clips: int, jobs: int) -> int:
     workers = max(1, min(jobs, math.ceil(clips / CHUNK)))
     bins = params.n_fft // 2 + 1
     per_chunk = chunk * (params.clip_samples * 4 * 2 + params.frames * (bins * (8 + 8 + 4 * 3) + params.n_mels * 4 * 3))
+    n_fft, hop = modulation.stft_sizes(params.sample_rate)  # the modulation statistics' STFT, after the features'
+    per_chunk = max(per_chunk, chunk * (1 + params.clip_samples // hop) * (n_fft // 2 + 1) * (8 + 4 * 2))
     basis = params.n_mels * bins * (8 + 4)
-    return clips * params.n_mels * params.frames * 2 + (workers + 1) * basis + workers * per_chunk
+    return clips * (params.n_mels * params.frames * 2 + modulation.COUNT * 4) + (workers + 1) * basis \
+        + workers * per_chunk
 
 
 def check_memory(params: FeatureParams, clips: int, jobs: int) -> None:
@@ -202,30 +207,32 @@ def load_or_build(
             jobs = jobs or default_jobs()
             check_memory(params, len(clips), jobs)
             check_bands(params)
-            features = compute_features(paths, params, jobs, progress)
+            features, mods = compute_features(paths, params, jobs, progress)
             if audio_stamps(paths) != stamps:  # changed while it was read: the next call rebuilds
                 stamps = None
             fs = FeatureSet(features, np.array([c.target for c in clips], np.int64), np.array([c.fold for c in clips], np.int64),
-                            [c.filename for c in clips], params, folder, built=True, audio=stamps)
+                            [c.filename for c in clips], params, folder, built=True, audio=stamps, modulation=mods)
             write_cache(folder, fs, csv_sha)
             return fs
 
 
 def compute_features(audio: list[Path], params: FeatureParams, jobs: int,
-                     progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """The features of these audio files (audio_paths), [files, n_mels, frames] float16, in `jobs` processes."""
+                     progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The features of these audio files (audio_paths), [files, n_mels, frames] float16, and their modulation
+    statistics, [files, modulation.COUNT] float32, in `jobs` processes."""
     paths = [str(p) for p in audio]
     out = np.empty((len(paths), params.n_mels, params.frames), np.float16)
+    mods = np.empty((len(paths), modulation.COUNT), np.float32)
     chunks = [(i, paths[i:i + CHUNK]) for i in range(0, len(paths), CHUNK)]
     done = 0
     if jobs <= 1:
-        results = (( i, _featurize_files(ps, params)) for i, ps in chunks)
-        for i, feats in results:
-            out[i:i + len(feats)] = feats
+        results = ((i, _featurize_files(ps, params)) for i, ps in chunks)
+        for i, (feats, m) in results:
+            out[i:i + len(feats)], mods[i:i + len(feats)] = feats, m
             done += len(feats)
             if progress:
                 progress(done, len(paths))
-        return out
+        return out, mods
     from concurrent.futures import as_completed
 
     from esccli.interrupts import held
@@ -236,8 +243,8 @@ def compute_features(audio: list[Path], params: FeatureParams, jobs: int,
             futures = {pool.submit(_featurize_files, ps, params): i for i, ps in chunks}
         for fut in as_completed(futures):
             i = futures.pop(fut)  # and the finished chunk is let go once copied
-            feats = fut.result()
-            out[i:i + len(feats)] = feats
+            feats, m = fut.result()
+            out[i:i + len(feats)], mods[i:i + len(feats)] = feats, m
             done += len(feats)
             if progress:
                 progress(done, len(paths))
@@ -245,7 +252,7 @@ def compute_features(audio: list[Path], params: FeatureParams, jobs: int,
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
-    return out
+    return out, mods
 
 
 def _worker_init() -> None:
@@ -266,9 +273,13 @@ def _worker_init() -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, set(SIGNALS))
 
 
-def _featurize_files(paths: list[str], params: FeatureParams) -> np.ndarray:
+def _featurize_files(paths: list[str], params: FeatureParams) -> tuple[np.ndarray, np.ndarray]:
+    """The features (float16) and modulation statistics (float32) of these clips, from one decoding."""
+    import torch
+
     waves = np.stack([pad_or_trim(_dataset_clip(p, params.sample_rate), params.clip_samples) for p in paths])
-    return log_mel(waves, params).astype(np.float16)
+    mods = modulation.statistics(torch.from_numpy(np.ascontiguousarray(waves, np.float32)), params.sample_rate)
+    return log_mel(waves, params).astype(np.float16), mods.numpy()
 
 
 DAMAGED = "the installed ESC-50 is damaged: run `esc fetch --force` to reinstall it"
@@ -290,6 +301,8 @@ def write_cache(folder: Path, fs: FeatureSet, csv_sha: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_write(folder / "features.npy") as f:
         np.save(f, fs.features, allow_pickle=False)
+    with atomic_write(folder / "modulation.npy") as f:
+        np.save(f, fs.modulation, allow_pickle=False)
     index = {
         "format": CACHE_FORMAT,
         "esc_version": __version__,
@@ -298,6 +311,8 @@ def write_cache(folder: Path, fs: FeatureSet, csv_sha: str) -> None:
         "shape": list(fs.features.shape),
         "dtype": str(fs.features.dtype),
         "sha256": sha256_file(folder / "features.npy"),
+        "modulation": {"version": modulation.VERSION, "shape": list(fs.modulation.shape),
+                       "sha256": sha256_file(folder / "modulation.npy")},
         "clips": [{"filename": n, "fold": int(f), "target": int(t)} for n, f, t in zip(fs.filenames, fs.folds, fs.targets)],
         "audio": fs.audio,
     }
@@ -315,6 +330,10 @@ def read_cache(folder: Path, params: FeatureParams) -> FeatureSet | None:
         if sha256_file(npy) != index["sha256"]:
             return None
         features = np.load(npy, allow_pickle=False)
+        about = index["modulation"]
+        if about["version"] != modulation.VERSION or sha256_file(folder / "modulation.npy") != about["sha256"]:
+            return None
+        mods = np.load(folder / "modulation.npy", allow_pickle=False)
         clips = index["clips"]
         filenames = [str(c["filename"]) for c in clips]
         targets = np.array([c["target"] for c in clips], np.int64)
@@ -326,4 +345,7 @@ def read_cache(folder: Path, params: FeatureParams) -> FeatureSet | None:
             or list(features.shape) != index["shape"] or features.shape[0] != len(filenames) \
             or features.shape[1:] != (params.n_mels, params.frames):
         return None
-    return FeatureSet(features, targets, folds, filenames, params, folder, audio=audio)
+    if not isinstance(mods, np.ndarray) or mods.dtype != np.float32 or list(mods.shape) != about["shape"] \
+            or mods.shape != (len(filenames), modulation.COUNT):
+        return None
+    return FeatureSet(features, targets, folds, filenames, params, folder, audio=audio, modulation=mods)

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from esccli import modulation as fine
 from esccli.augment import shift_mel
 from esccli.texture import statistics_count, texture_statistics
 
@@ -128,43 +129,75 @@ class TextureNet(nn.Module):
     together and how fast they fluctuate: a view that differs from a CNN's, meant for steady sounds (wind, engines,
     rain) that the CNNs confuse. `frame_rate` (frames per second) and `top_db` must be those of the features;
     `extended` adds the statistics of round 18 to those of round 17 (the default's member has them), and `bands`
-    those of round 20, per band (the fast preset's member has both)."""
+    those of round 20, per band (the fast preset's member has both). `modulation`, when not 0, is the version of
+    the clips' fine-rate modulation statistics (esccli/modulation.py) that it also hears: they come from the
+    waveform, not from x, and are passed beside it (forward's `modulation`)."""
 
     def __init__(self, n_mels: int, frames: int, n_classes: int, hidden: int = 512, groups: int = 16,
                  frame_rate: float = 50.0, top_db: float = 80.0, dropout=(0.2, 0.5), extended: bool = False,
-                 bands: bool = False):
+                 bands: bool = False, modulation: int = 0):
         super().__init__()
         if groups < 2 or n_mels % groups:
             raise ValueError(f"groups must be at least 2 and divide n_mels ({n_mels}), not {groups}")
+        if modulation not in (0, fine.VERSION):
+            raise ValueError(f"modulation statistics of version {modulation} are not those of this esc "
+                             f"({fine.VERSION})")
         self.stats = dict(top_db=top_db, groups=groups, frame_rate=frame_rate, extended=extended, bands=bands)
-        dim = statistics_count(n_mels, groups, extended, bands)
+        self.modulation = modulation
+        dim = statistics_count(n_mels, groups, extended, bands) + (fine.COUNT if modulation else 0)
         self.net = nn.Sequential(nn.BatchNorm1d(dim), nn.Dropout(dropout[0]), nn.Linear(dim, hidden),
                                  nn.ReLU(inplace=True), nn.Dropout(dropout[1]), nn.Linear(hidden, n_classes))
 
-    def front_end(self, x):
-        """What the MLP hears: the clips' statistics, in float32 whatever the autocast around it. It has no weights,
-        so training on clips as they are (no augmentation) can compute it once per clip (train.train)."""
+    def front_end(self, x, modulation=None):
+        """What the MLP hears: the clips' statistics (and their modulation statistics [batch, modulation.COUNT],
+        given when it hears them), in float32 whatever the autocast around it. It has no weights, so training on
+        clips as they are (no augmentation) can compute it once per clip (train.train)."""
         with torch.autocast(x.device.type, enabled=False):
-            return texture_statistics(x, **self.stats)
+            stats = texture_statistics(x, **self.stats)
+        if not self.modulation:
+            return stats
+        if modulation is None:
+            raise ValueError("this network hears the clips' modulation statistics: pass them beside the features")
+        return torch.cat([stats, modulation.to(stats.device, torch.float32)], 1)
 
     @property
     def head(self) -> nn.Module:
         return self.net
 
-    def forward(self, x):
-        return self.net(self.front_end(x))
+    def forward(self, x, modulation=None):
+        return self.net(self.front_end(x, modulation))
 
 
-def log_mean_probability(outputs: list[torch.Tensor]) -> torch.Tensor:
-    """The log of the mean of the outputs' softmax probabilities (logits or log-probabilities alike)."""
-    probs = torch.stack([o.float().softmax(-1) for o in outputs]).mean(0)
+def needs_modulation(model: nn.Module) -> bool:
+    """Whether `model` (or one of its members) hears the clips' modulation statistics, so that they must be passed
+    to it beside the features: model(x, modulation)."""
+    return any(isinstance(m, TextureNet) and m.modulation for m in model.modules())
+
+
+def apply_net(net: nn.Module, x, modulation=None):
+    """net(x), with the modulation statistics if it hears them."""
+    return net(x, modulation) if needs_modulation(net) else net(x)
+
+
+def _weighted_mean(values: torch.Tensor, weights) -> torch.Tensor:
+    """The mean over the first axis, weighted (None: equally)."""
+    if weights is None:
+        return values.mean(0)
+    w = torch.as_tensor(weights, dtype=values.dtype, device=values.device)
+    return (values * w.view(-1, *[1] * (values.ndim - 1))).sum(0) / w.sum()
+
+
+def log_mean_probability(outputs: list[torch.Tensor], weights=None) -> torch.Tensor:
+    """The log of the mean of the outputs' softmax probabilities (logits or log-probabilities alike), each output
+    counted with its weight (None: all alike)."""
+    probs = _weighted_mean(torch.stack([o.float().softmax(-1) for o in outputs]), weights)
     return probs.clamp_min(1e-12).log()
 
 
-def log_geometric_mean_probability(outputs: list[torch.Tensor]) -> torch.Tensor:
-    """The log of the geometric mean of the outputs' softmax probabilities, renormalised to sum to 1: the
-    log-softmax of their mean log-probability."""
-    return torch.stack([o.float().log_softmax(-1) for o in outputs]).mean(0).log_softmax(-1)
+def log_geometric_mean_probability(outputs: list[torch.Tensor], weights=None) -> torch.Tensor:
+    """The log of the geometric mean of the outputs' softmax probabilities (each counted with its weight), renormalised
+    to sum to 1: the log-softmax of their (weighted) mean log-probability."""
+    return _weighted_mean(torch.stack([o.float().log_softmax(-1) for o in outputs]), weights).log_softmax(-1)
 
 
 ENSEMBLE_MEANS = {"arithmetic": log_mean_probability, "geometric": log_geometric_mean_probability}
@@ -173,14 +206,20 @@ ENSEMBLE_MEANS = {"arithmetic": log_mean_probability, "geometric": log_geometric
 class Ensemble(nn.Module):
     """`members` networks of the architecture `member` (with `member_args`), or, given `member_list`, one network
     per entry ({"arch": ..., "args": {...}}: members of different architectures); x -> log of the members' mean
-    probability [batch, n_classes], arithmetic or (`mean="geometric"`) geometric (ENSEMBLE_MEANS)."""
+    probability [batch, n_classes], arithmetic or (`mean="geometric"`) geometric (ENSEMBLE_MEANS), each member
+    counted with its weight in `weights` (None: all alike)."""
 
     def __init__(self, n_mels: int, frames: int, n_classes: int, member: str = "escnet", members: int = 2,
-                 member_args: dict | None = None, member_list: list | None = None, mean: str = "arithmetic"):
+                 member_args: dict | None = None, member_list: list | None = None, mean: str = "arithmetic",
+                 weights: list | None = None):
         super().__init__()
         if mean not in ENSEMBLE_MEANS:
             raise ValueError(f"unknown ensemble mean {mean!r}; known: {', '.join(ENSEMBLE_MEANS)}")
+        if weights is not None and (len(weights) != members or not all(
+                isinstance(w, (int, float)) and 0 < w < float("inf") for w in weights)):
+            raise ValueError(f"an ensemble of {members} members needs as many positive weights, not {weights!r}")
         self.mean = ENSEMBLE_MEANS[mean]
+        self.weights = None if weights is None else [float(w) for w in weights]
         member_list = member_list or [{"arch": member, "args": member_args or {}}] * members
         if len(member_list) != members:
             raise ValueError(f"an ensemble of {members} members cannot have {len(member_list)} listed")
@@ -192,8 +231,8 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(ARCHITECTURES[m["arch"]](n_mels=n_mels, frames=frames, n_classes=n_classes,
                                                               **m["args"]) for m in member_list)
 
-    def forward(self, x):
-        return self.mean([m(x) for m in self.members])
+    def forward(self, x, modulation=None):
+        return self.mean([apply_net(m, x, modulation) for m in self.members], self.weights)
 
 
 class ShiftAverage(nn.Module):
@@ -205,8 +244,9 @@ class ShiftAverage(nn.Module):
         self.net = net
         self.shifts = [int(b) for b in shifts]
 
-    def forward(self, x):
-        return log_mean_probability([self.net(shift_mel(x, torch.full((x.shape[0],), b))) for b in self.shifts])
+    def forward(self, x, modulation=None):
+        return log_mean_probability([apply_net(self.net, shift_mel(x, torch.full((x.shape[0],), b)), modulation)
+                                     for b in self.shifts])
 
 
 def with_test_shifts(net: nn.Module, shifts) -> nn.Module:
@@ -222,10 +262,11 @@ def without_test_shifts(model: nn.Module) -> nn.Module:
 ARCHITECTURES = {"seed": SeedCNN, "escnet": EscNet, "texture": TextureNet, "ensemble": Ensemble}
 
 
-def ensemble_config(members: list[ModelConfig], mean: str = "arithmetic") -> ModelConfig:
+def ensemble_config(members: list[ModelConfig], mean: str = "arithmetic", weights: list | None = None) -> ModelConfig:
     """The config of an ensemble of these member networks: `member` and `member_args` when they share one
     architecture and its arguments, else each one's in `member_list` (and `member` names them all, joined by "+");
-    `mean` only when it is not the arithmetic mean that ensembles made before it existed use."""
+    `mean` only when it is not the arithmetic mean that ensembles made before it existed use, and `weights` only
+    when they are not all alike."""
     first = members[0]
     if all((m.arch, m.args) == (first.arch, first.args) for m in members):
         args = {"member": first.arch, "members": len(members), "member_args": dict(first.args)}
@@ -234,6 +275,8 @@ def ensemble_config(members: list[ModelConfig], mean: str = "arithmetic") -> Mod
                 "member_list": [{"arch": m.arch, "args": dict(m.args)} for m in members]}
     if mean != "arithmetic":
         args["mean"] = mean
+    if weights is not None and len(set(weights)) > 1:
+        args["weights"] = list(weights)
     return ModelConfig("ensemble", first.n_classes, first.n_mels, first.frames, args)
 
 

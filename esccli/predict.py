@@ -319,12 +319,17 @@ class _Batcher:
             return
         import torch
 
+        from esccli import modulation
         from esccli.features import log_mel
+        from esccli.models import apply_net, needs_modulation
 
         n = len(self.owners)
         feats = torch.from_numpy(log_mel(self.waves[:n], self.params)).unsqueeze(1).to(self.device)
+        mods = None
+        if needs_modulation(self.loaded.model):  # computed from each window's samples, as featurize does per clip
+            mods = modulation.statistics(torch.from_numpy(self.waves[:n]), self.params.sample_rate).to(self.device)
         with torch.inference_mode():
-            probs = torch.softmax(self.loaded.model(feats).float(), dim=1).cpu().numpy()
+            probs = torch.softmax(apply_net(self.loaded.model, feats, mods).float(), dim=1).cpu().numpy()
         for (f, slot, start, end), p in zip(self.owners, probs):
             f.pending -= 1
             if f.result.error is not None:

@@ -6,6 +6,8 @@ of ESC-50 and are scored by 5-fold cross-validation (docs/ablation.md has the fi
 
 from dataclasses import asdict, dataclass, field, replace
 
+from esccli import modulation
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -56,7 +58,9 @@ class Recipe:
     # An ensemble: `members` networks trained apart, whose mean probability (ensemble_mean) is the prediction.
     # Member k (0-based) is this recipe with member_variants[k % len(member_variants)] applied, seeded
     # seed + k // len(member_variants): members that see differently augmented data disagree more, which is what
-    # the average gains from.
+    # the average gains from. A variant may also say how the ensemble uses its member (ENSEMBLE_KEYS): "weight",
+    # what it counts for in the mean (default 1), and "seed_offset", added to its seed (default 0), so that
+    # copies of one variant differ by their seed.
     members: int = 1
     member_variants: list = field(default_factory=lambda: [{}])
     # how the members' outputs are averaged: "arithmetic", their mean probability; "geometric", their mean
@@ -92,12 +96,12 @@ class Recipe:
         return [f"{k} {was!r} (now {now!r})" for k, was, now in pairs if was != now]
 
     def member_variant(self, k: int) -> dict:
-        """The overrides that make member k (0-based) differ from the recipe."""
+        """The overrides that make member k (0-based) differ from the recipe (with its ENSEMBLE_KEYS)."""
         return self.member_variants[k % len(self.member_variants)] if self.member_variants else {}
 
     def member(self, k: int = 0) -> "Recipe":
         """The single-network recipe of member k (0-based) of this recipe (itself when it has one member)."""
-        variant = self.member_variant(k)
+        variant = {key: v for key, v in self.member_variant(k).items() if key not in ENSEMBLE_KEYS}
         if NOT_IN_VARIANTS & set(variant):
             raise ValueError(f"a member variant cannot set {', '.join(sorted(NOT_IN_VARIANTS & set(variant)))}: "
                              "members share their features, and the ensemble's scoring and scheduling")
@@ -125,8 +129,12 @@ class Recipe:
         return archs[0] if len(set(archs)) == 1 else "+".join(archs)
 
     def member_seed(self, seed: int, k: int) -> int:
-        """The seed of member k: members of the same variant differ by their seed."""
-        return seed + k // max(1, len(self.member_variants))
+        """The seed of member k: members of the same variant differ by their seed, and by its seed_offset."""
+        return seed + k // max(1, len(self.member_variants)) + self.member_variant(k).get("seed_offset", 0)
+
+    def member_weights(self) -> list[float]:
+        """What each member counts for in the ensemble's mean (its variant's weight, default 1)."""
+        return [float(self.member_variant(k).get("weight", 1.0)) for k in range(self.members)]
 
     def problems(self) -> list[str]:
         """What makes this recipe untrainable or makes one of its settings do nothing (empty when it is sound)."""
@@ -166,10 +174,18 @@ class Recipe:
                 if not isinstance(self.member_variants[k], dict):
                     out.append(f"member {k + 1}: a variant is a dict of recipe fields, not {self.member_variants[k]!r}")
                     continue
+                weight, offset = self.member_variants[k].get("weight", 1.0), self.member_variants[k].get("seed_offset", 0)
+                if not (type(weight) in (int, float) and 0 < weight < float("inf")):
+                    out.append(f"member {k + 1}: weight must be a number above 0, not {weight!r}")
+                if not (type(offset) is int and offset >= 0):
+                    out.append(f"member {k + 1}: seed_offset must be a whole number, at least 0, not {offset!r}")
                 try:  # what the variant itself brings (the recipe's own problems are listed once, above)
                     out += [f"member {k + 1}: {p}" for p in self.member(k).problems() if p not in out]
                 except ValueError as e:
                     out.append(f"member {k + 1}: {e}")
+        if self.arch == "texture" and self.arch_args.get("modulation") and not self.sees_clips_as_they_are():
+            out.append("a texture network that hears the modulation statistics trains on clips as they are (the "
+                       "statistics are computed once per clip): no crop, shift, filter, noise, room, roll, mask or mixup")
         return out
 
     def sees_clips_as_they_are(self) -> bool:
@@ -229,6 +245,8 @@ INPUT_FIELDS = ("crop_frames", "crop_energy", "early_crop_frames", "early_crop_s
 
 # the augmentations that read the features as dB (they work on power): features scaled otherwise are refused
 READS_DB = ("mixup_power", "eq_db", "noise_db", "reverb_s")
+# what a member variant may say of how the ensemble uses its member, rather than of how the member is trained
+ENSEMBLE_KEYS = ("weight", "seed_offset")
 NOT_IN_VARIANTS = {"features", "members", "member_variants", "val_every", "test_shifts", "ensemble_mean",
                    "members_side_by_side"}
 PITCH_TEMPO = {"freq_shift": 4, "stretch": 1.25}  # the second member's augmentation (docs/ablation.md, round 3)
@@ -243,6 +261,8 @@ TEXTURE = {"arch": "texture", "arch_args": {"extended": True}, "epochs": 300, "b
 # hearing also the per-band statistics (texture.py; round 20: 75.00 % alone, in 0.83-0.94 min, and +0.50 points
 # for the fast preset with its 96-epoch CNN over five folds)
 FAST_TEXTURE = {**TEXTURE, "epochs": 150, "arch_args": {"extended": True, "bands": True}}
+# the texture network that also hears the fine-rate modulation statistics (esccli/modulation.py; round 25)
+MODULATION_TEXTURE = {**TEXTURE, "arch_args": {"extended": True, "modulation": modulation.VERSION}}
 EQ_DB = 6.0  # random filters of up to +-6 dB across the mel axis: +4.10 points for the fast preset (round 5)
 # the fast network's stages after its 16-channel stem: the first at 16 channels rather than escnet's 32 makes a
 # training step 0.76x as long in fp32 (AVX-512, two threads; an epoch 0.89x) and scored 1.15 points less over five
@@ -255,6 +275,14 @@ FAST_ARCH = {"channels": FAST_CHANNELS, "stem_order": "relu-pool-bn"}
 # the noise) and 16.6 min per fold (median of the training calls) rather than 18.0, in fp32 on an AVX-512 CPU
 # without bf16 (round 13)
 DEFAULT_ARCH = {"stem_order": "relu-pool-bn"}
+
+# Round 26's candidate for the default (docs/ablation.md, rounds 21-26), not adopted unless its five folds trained by
+# esc reach 87 %: the default's two CNNs, its texture network with the per-band statistics (round 21's D), and a
+# fourth member made of three texture networks that hear the modulation statistics, seeds 0-2, each weighted 1/3 so
+# that together they count as one member (composed from stored networks in round 25: 87.25 %).
+CANDIDATE = Recipe(arch_args=DEFAULT_ARCH, members=6, eq_db=EQ_DB, ensemble_mean="geometric",
+                   member_variants=[{}, PITCH_TEMPO, {**TEXTURE, "arch_args": {"extended": True, "bands": True}}]
+                   + [{**MODULATION_TEXTURE, "weight": 1 / 3, "seed_offset": k} for k in range(3)])
 
 RECIPES = {
     # The student notebook: its CNN on 44.1 kHz 128-mel images, Adam 2e-5 divided by 10 every 20 epochs,

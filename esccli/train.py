@@ -26,7 +26,7 @@ from esccli.features import FeatureParams, params_basis
 from esccli.featurize import FeatureSet
 from esccli.fsutil import remove_stale_temporaries
 from esccli.memory import keep_freed_memory
-from esccli.models import ModelConfig, build_model, count_parameters, with_test_shifts
+from esccli.models import ModelConfig, build_model, count_parameters, apply_net, needs_modulation, with_test_shifts
 from esccli.recipes import READS_DB, Recipe
 from esccli.store import BEST, RESUME, SUFFIX
 
@@ -217,6 +217,17 @@ def check_recipe(recipe: Recipe, params: FeatureParams | None = None) -> None:
         raise EscError(f"the texture network reads features scaled in dB (scale 'db'), not {params.scale!r}")
 
 
+def modulation_of(fs: FeatureSet, recipe: Recipe) -> torch.Tensor | None:
+    """The clips' modulation statistics [clips, modulation.COUNT] when a network of `recipe` hears them, else None;
+    a feature set without them (not from esc's cache) is refused for such a recipe."""
+    if not any(recipe.member(k).arch_args.get("modulation") for k in range(recipe.members)):
+        return None
+    if fs.modulation is None or len(fs.modulation) != len(fs):
+        raise EscError("this recipe's texture network hears the clips' modulation statistics, and these features "
+                       "come without them", "run `esc featurize --rebuild`")
+    return torch.from_numpy(np.ascontiguousarray(fs.modulation, np.float32))
+
+
 def check_save_best(recipe: Recipe, save_best: bool, fold: int | None) -> None:
     if save_best and fold is None:
         raise EscError("--save-best picks an epoch by its score on the held-out fold; training on all folds has none",
@@ -257,26 +268,33 @@ def augment_batch(x: torch.Tensor, recipe: Recipe, g: torch.Generator, params: F
 
 
 @torch.no_grad()
-def front_end_outputs(model: torch.nn.Module, x: torch.Tensor, device: str) -> torch.Tensor | None:
+def front_end_outputs(model: torch.nn.Module, x: torch.Tensor, device: str,
+                      modulation: torch.Tensor | None = None) -> torch.Tensor | None:
     """What the fixed front end of `model` (a `front_end` method with no weights, followed by its `head`) makes of
-    each clip of x [n, 1, n_mels, frames], in float32 on `device`; None for a network without one."""
+    each clip of x [n, 1, n_mels, frames] (and of its modulation statistics [n, modulation.COUNT], for a network
+    that hears them), in float32 on `device`; None for a network without one."""
     if not hasattr(model, "front_end"):
         return None
-    return torch.cat([model.front_end(x[i:i + EVAL_BATCH].to(device, torch.float32))
-                      for i in range(0, x.shape[0], EVAL_BATCH)])
+    def part(i):
+        xb = x[i:i + EVAL_BATCH].to(device, torch.float32)
+        return model.front_end(xb, modulation[i:i + EVAL_BATCH]) if needs_modulation(model) else model.front_end(xb)
+
+    return torch.cat([part(i) for i in range(0, x.shape[0], EVAL_BATCH)])
 
 
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, x: torch.Tensor, device: str, channels_last: bool = False,
-                   batch: int = EVAL_BATCH) -> torch.Tensor:
-    """Logits for whole clips, [n, 1, n_mels, frames] -> [n, classes], in eval mode, `batch` clips at a time."""
+                   batch: int = EVAL_BATCH, modulation: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits for whole clips, [n, 1, n_mels, frames] -> [n, classes], in eval mode, `batch` clips at a time; a
+    network that hears the clips' modulation statistics is given them from `modulation` [n, modulation.COUNT]."""
     model.eval()
     out = []
     for i in range(0, x.shape[0], batch):
         xb = x[i:i + batch].to(device, torch.float32)
         if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
-        out.append(model(xb).float().cpu())
+        mb = None if modulation is None else modulation[i:i + batch].to(device, torch.float32)
+        out.append(apply_net(model, xb, mb).float().cpu())
     return torch.cat(out) if out else torch.zeros(0, len(CLASS_NAMES))
 
 
@@ -326,6 +344,8 @@ def train(
     x_all = torch.from_numpy(np.ascontiguousarray(fs.features)).unsqueeze(1)
     y_all = torch.from_numpy(fs.targets)
     x_val, y_val = x_all[val_idx], y_all[val_idx]
+    m_all = modulation_of(fs, recipe)  # None unless the network hears them
+    m_val = None if m_all is None else m_all[val_idx]
 
     # model
     args = dict(recipe.arch_args)
@@ -379,7 +399,7 @@ def train(
 
     # a network with a fixed front end (TextureNet's statistics) trained on clips as they are: what its front end
     # makes of each clip is computed once here, not in each epoch, and the steps train what follows it
-    cached = front_end_outputs(model, x_all, device) if recipe.sees_clips_as_they_are() else None
+    cached = front_end_outputs(model, x_all, device, m_all) if recipe.sees_clips_as_they_are() else None
     stepped = model.head if cached is not None else model
     steps = max(1, len(train_idx) // recipe.batch_size)  # the last partial batch is dropped
     kept = len(history)  # the epochs the resume file holds (none before the first is saved)
@@ -426,12 +446,12 @@ def train(
                     on_step(step + 1, steps)
             val_loss = val_acc = last_step_acc = None
             if len(val_idx) and (save_best or (epoch + 1) % recipe.val_every == 0 or epoch + 1 == recipe.epochs):
-                logits = predict_logits(scored, x_val, device, recipe.channels_last)
+                logits = predict_logits(scored, x_val, device, recipe.channels_last, modulation=m_val)
                 val_loss = float(F.cross_entropy(logits, y_val))
                 val_acc = float((logits.argmax(1) == y_val).float().mean())
                 if ema and epoch + 1 == recipe.epochs:  # what the average gained over the last step's weights
                     last_step = predict_logits(with_test_shifts(model, recipe.test_shifts), x_val, device,
-                                               recipe.channels_last)
+                                               recipe.channels_last, modulation=m_val)
                     last_step_acc = float((last_step.argmax(1) == y_val).float().mean())
             stats = EpochStats(epoch + 1, recipe.epochs, loss_sum / steps, val_loss, val_acc, lr,
                                time.perf_counter() - t0, data_time)

@@ -21,6 +21,17 @@ def esc_home(tmp_path, monkeypatch) -> Path:
     return home
 
 
+@pytest.fixture(autouse=True, scope="session")
+def fp32_everywhere():
+    """Training in the tests (in this process) picks fp32 under --precision auto on every CPU, so that the tiny
+    models they train, and what those predict, do not depend on whether the CPU computes bf16 (on one that does, a
+    tiny model trained in bf16 missed a 0.2 s sound that test_predict expects). Tests of bf16 ask for it, or patch
+    this. Session-wide, so that the session's trained fixtures are trained so too."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("esccli.train.cpu_has_bf16", lambda: False)
+        yield
+
+
 @pytest.fixture(scope="session")
 def synth_dataset(tmp_path_factory) -> Path:
     """A read-only ESC-50-shaped folder: 1 clip per class per fold (250 clips). Copy it before changing it."""

@@ -94,9 +94,10 @@ def test_a_geometric_ensemble_is_the_same_networks_scored_by_their_mean_log_prob
         assert torch.allclose(lm.model(x).exp().sum(-1), torch.ones(20), atol=1e-5)
     assert trained.meta["train"]["metrics"]["val_acc"] == pytest.approx(evaluate(lm, synth_features, fold=5).accuracy)
     # a stored score is the ensemble's, so the mean is part of what made it; a member does not use it
-    assert geo.made(trained.meta["train"], 5, 7, "fp32") and not recipe.made(trained.meta["train"], 5, 7, "fp32")
+    precision = trained.meta["train"]["precision"]  # as "auto" chose it on this CPU
+    assert geo.made(trained.meta["train"], 5, 7, precision) and not recipe.made(trained.meta["train"], 5, 7, precision)
     assert recipe.member(0).made(checkpoint.read(ens.path)["train"] | {"recipe": geo.member(0).to_dict()}, 5, 7,
-                                 "fp32")
+                                 precision)
     assert "ensemble_mean must be one of" in " ".join(recipe.with_overrides(ensemble_mean="median").problems())
     from esccli import models, recipes  # recipes.py names the means without importing torch
 

@@ -127,12 +127,12 @@ def test_the_same_clip_at_44k_and_16k_gives_the_same_features(tmp_path):
     for sr in (44100, 16000):
         sf.write(tmp_path / f"{sr}.wav", analytic_clip(sr), sr, subtype="PCM_16")
     # through what featurize runs: load (resampling to 16 kHz), fit to 5 s (an ESC-50 clip: 5 s long), log-mel, float16
-    hi, lo = _featurize_files([str(tmp_path / "44100.wav"), str(tmp_path / "16000.wav")], p).astype(np.float32)
+    hi, lo = _featurize_files([str(tmp_path / "44100.wav"), str(tmp_path / "16000.wav")], p)[0].astype(np.float32)
     THRESHOLD = 0.01  # mean |difference| on the [-1, 1] scale (0.4 dB); measured: 0.003 here, 0.04 for fmax 7800
     assert np.abs(hi - lo).mean() < THRESHOLD
     # a real mismatch is far above it: another fmax, or a 44.1 kHz file not resampled (read as if it were 16 kHz)
     for wrong in (replace(p, fmax=7800.0), replace(p, fmax=7000.0), replace(p, n_mels=64, fmin=100.0)):
-        other = _featurize_files([str(tmp_path / "16000.wav")], wrong)[0].astype(np.float32)
+        other = _featurize_files([str(tmp_path / "16000.wav")], wrong)[0][0].astype(np.float32)
         assert np.abs(other - lo).mean() > THRESHOLD, wrong
     unresampled = log_mel(sf.read(tmp_path / "44100.wav", dtype="float32")[0], p)
     assert np.abs(unresampled - lo).mean() > THRESHOLD
@@ -158,7 +158,8 @@ def small(tmp_path_factory, synth_dataset):
 def same_features(a, b) -> bool:
     return (np.array_equal(a.features, b.features) and a.features.dtype == b.features.dtype == np.float16
             and a.filenames == b.filenames and np.array_equal(a.folds, b.folds)
-            and np.array_equal(a.targets, b.targets))
+            and np.array_equal(a.targets, b.targets) and np.array_equal(a.modulation, b.modulation)
+            and a.modulation.dtype == b.modulation.dtype == np.float32)
 
 
 def test_a_second_build_is_read_from_the_cache(esc_home, small, synth_features):
@@ -178,7 +179,7 @@ def test_a_second_build_is_read_from_the_cache(esc_home, small, synth_features):
                            progress=lambda *a: pytest.fail("a cache hit computes nothing"))
     assert not second.built and second.path == first.path
     assert same_features(second, first)
-    assert sorted(p.name for p in first.path.iterdir()) == ["features.npy", "index.json"]  # no temporaries
+    assert sorted(p.name for p in first.path.iterdir()) == ["features.npy", "index.json", "modulation.npy"]  # no temporaries
 
 
 def test_a_changed_parameter_makes_a_new_cache(esc_home, small, tmp_path):
@@ -260,6 +261,11 @@ DAMAGE = {
     "no record of the audio files (a cache from before it was kept)": lambda d: edit_index(d, lambda ix: ix.pop("audio")),
     "another size recorded for a clip's audio": lambda d: edit_index(d, lambda ix: ix["audio"][2].__setitem__(1, 7)),
     "float32 array": float32_copy,
+    "modulation.npy deleted": lambda d: (d / "modulation.npy").unlink(),
+    "a flipped byte in modulation.npy": lambda d: flip_byte(d / "modulation.npy", (d / "modulation.npy").stat().st_size // 2),
+    "modulation statistics of another version": lambda d: edit_index(d, lambda ix: ix["modulation"].update(version=0)),
+    "no record of the modulation statistics": lambda d: edit_index(d, lambda ix: ix.pop("modulation")),
+    "modulation statistics of another shape": lambda d: edit_index(d, lambda ix: ix["modulation"].update(shape=[N_SMALL, 3])),
     "a killed writer's leftovers": killed_writer,
 }
 
@@ -278,7 +284,7 @@ def test_a_damaged_cache_is_rebuilt_never_used(esc_home, small, damage):
     assert same_features(fs, fresh)  # what a fresh build gives
     again = read_cache(folder, PARAMS)  # and the rebuilt cache on disk is whole
     assert again is not None and same_features(again, fresh)
-    assert sorted(p.name for p in folder.iterdir()) == ["features.npy", "index.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["features.npy", "index.json", "modulation.npy"]
 
 
 def test_rebuild_recomputes_an_intact_cache(esc_home, small):
@@ -291,8 +297,9 @@ def test_rebuild_recomputes_an_intact_cache(esc_home, small):
 
 def test_one_and_two_workers_give_identical_arrays(synth_dataset, synth_features):
     clips = read_metadata(synth_dataset)[:70]  # three chunks of 32: workers finish in any order
-    two = compute_features(audio_paths(synth_dataset, clips), PARAMS, jobs=2)
+    two, mods = compute_features(audio_paths(synth_dataset, clips), PARAMS, jobs=2)
     assert np.array_equal(two, synth_features.features[:70])  # synth_features was built with jobs=1
+    assert np.array_equal(mods, synth_features.modulation[:70])
 
 
 def test_audio_replaced_under_the_same_csv_is_featurized_again(esc_home, small, tmp_path, monkeypatch):
@@ -358,7 +365,8 @@ def test_a_build_that_would_not_fit_in_memory_is_refused_before_any_work(esc_hom
     root, fresh = small
     need = build_bytes(PARAMS, N_SMALL, 1)
     assert need > fresh.features.nbytes  # the array, and more for the chunk being computed
-    assert build_bytes(replace(PARAMS, hop_length=PARAMS.hop_length // 4), N_SMALL, 1) > 3 * need
+    # a 4x shorter hop: 4x the frames (the modulation statistics' STFT, the same for any hop, is a floor)
+    assert build_bytes(replace(PARAMS, hop_length=PARAMS.hop_length // 4), N_SMALL, 1) > 2 * need
     assert build_bytes(PARAMS, 100, 2) > build_bytes(PARAMS, 100, 1)  # each busy worker holds a chunk,
     assert build_bytes(PARAMS, N_SMALL, 2) == need  # and a single chunk keeps one worker busy
     monkeypatch.setattr("esccli.featurize.physical_memory", lambda: int(need / MEMORY_SHARE) - 1)

@@ -166,7 +166,7 @@ def test_statistics_computed_once_train_the_same_network_as_computed_in_each_ste
     assert recipe.members == 1 and recipe.sees_clips_as_they_are()
     calls = []
     front_end = TextureNet.front_end
-    monkeypatch.setattr(TextureNet, "front_end", lambda self, x: calls.append(len(x)) or front_end(self, x))
+    monkeypatch.setattr(TextureNet, "front_end", lambda self, x, *m: calls.append(len(x)) or front_end(self, x, *m))
     once = train(synth_features, recipe, tmp_path / "once.pt", fold=5, seed=2)
     cached_calls, calls[:] = list(calls), []
     monkeypatch.setattr(Recipe, "sees_clips_as_they_are", lambda self: False)
