@@ -190,16 +190,22 @@ def fold_model(path):
     return lm, fold
 
 
+def feature_set(lm, home: Path = BENCH_HOME):
+    """Every clip of the shared copy installed in `home` as a loaded model `lm` sees them (a FeatureSet built with
+    the model's own parameters, cached)."""
+    from esccli.featurize import load_or_build
+    from esccli.paths import layout
+
+    return load_or_build(layout(prepare(home)), lm.params)
+
+
 def clips(lm, home: Path = BENCH_HOME):
     """Every clip of the shared copy installed in `home` as a loaded model `lm` sees them: (features
     [n, 1, n_mels, frames] float32, targets [n], folds [n]), built with the model's own parameters (cached)."""
     import numpy as np
     import torch
 
-    from esccli.featurize import load_or_build
-    from esccli.paths import layout
-
-    fs = load_or_build(layout(prepare(home)), lm.params)
+    fs = feature_set(lm, home)
     return (torch.from_numpy(fs.features.astype(np.float32)).unsqueeze(1), torch.from_numpy(fs.targets),
             torch.from_numpy(fs.folds))
 
@@ -208,6 +214,19 @@ def held_out(lm, fold: int, home: Path = BENCH_HOME):
     """The clips of `fold` as a loaded model `lm` sees them: (features [n, 1, n_mels, frames] float32, targets [n])."""
     x, y, folds = clips(lm, home)
     return x[folds == fold], y[folds == fold]
+
+
+def held_out_modulation(lm, fold: int, home: Path = BENCH_HOME):
+    """The modulation statistics [n, modulation.COUNT] of the clips of `fold` (in held_out's order) when `lm`, or
+    one of its networks, hears them (models.needs_modulation), else None."""
+    import torch
+
+    from esccli.models import needs_modulation
+
+    if not needs_modulation(lm.model):
+        return None
+    fs = feature_set(lm, home)
+    return torch.from_numpy(fs.modulation[fs.folds == fold])
 
 
 def fold_model_options(ap, name: str = "bench-default") -> None:

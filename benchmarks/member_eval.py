@@ -17,20 +17,23 @@ is the ensemble's own recorded score (its shifts, if any, around the mean).
 import argparse
 
 import torch
-from common import fold_model, held_out
+from common import fold_model, held_out, held_out_modulation
 
-from esccli.models import ENSEMBLE_MEANS, log_mean_probability, with_test_shifts, without_test_shifts
+from esccli.models import ENSEMBLE_MEANS, apply_net, log_mean_probability, with_test_shifts, without_test_shifts
 
 
 def member_accuracies(ensemble, x, y, average: list[int], mean=log_mean_probability,
-                      shifts=(0,)) -> tuple[list[float], float, float]:
+                      shifts=(0,), modulation=None) -> tuple[list[float], float, float]:
     """Each member's accuracy alone, that of the `average` members (1-based) averaged by `mean` (a function of
-    the members' outputs: models.ENSEMBLE_MEANS), and that of all of them averaged alike; each member scored over
-    copies of x moved by `shifts` mel bins (models.with_test_shifts)."""
+    the members' outputs: models.ENSEMBLE_MEANS), and that of all of them averaged alike, each member counted with
+    its weight in the ensemble; each member scored over copies of x moved by `shifts` mel bins
+    (models.with_test_shifts), given the clips' `modulation` statistics if it hears them."""
     with torch.no_grad():
-        outs = [with_test_shifts(m.eval(), shifts)(x) for m in ensemble.members]
+        outs = [apply_net(with_test_shifts(m.eval(), shifts), x, modulation) for m in ensemble.members]
+    weights = getattr(ensemble, "weights", None) or [1.0] * len(outs)
     acc = lambda logits: float((logits.argmax(1) == y).float().mean())  # noqa: E731
-    return [acc(o) for o in outs], acc(mean([outs[k - 1] for k in average])), acc(mean(outs))
+    return ([acc(o) for o in outs], acc(mean([outs[k - 1] for k in average], [weights[k - 1] for k in average])),
+            acc(mean(outs, weights)))
 
 
 def main() -> None:
@@ -60,7 +63,8 @@ def main() -> None:
         if args.member_shifts == [] and list(shifts) == [0]:
             print(f"{path}: its recipe has no test shifts: members scored on the clips as they are "
                   "(--member-shifts -2 -1 0 1 2 names some)")
-        alone, some, whole = member_accuracies(net, *held_out(lm, fold), args.average, mean, shifts)
+        alone, some, whole = member_accuracies(net, *held_out(lm, fold), args.average, mean, shifts,
+                                               held_out_modulation(lm, fold))
         trained = lm.meta["train"]["metrics"]["val_acc"]
         rows.append((alone, some, whole, trained))
         print(f"{path}: fold {fold}: members alone " + ", ".join(f"{a:.2%}" for a in alone)

@@ -15,9 +15,10 @@ import itertools
 from collections import Counter
 
 import torch
-from common import fold_model, held_out
+from common import fold_model, held_out, held_out_modulation
 
 from esccli.classes import CLASS_NAMES
+from esccli.models import apply_net
 
 
 def main() -> None:
@@ -35,7 +36,7 @@ def main() -> None:
             raise SystemExit(f"the models hold out different folds ({sorted(folds)}): nothing to average")
         x, y = held_out(lm, fold)
         with torch.no_grad():
-            probs.append(lm.model(x).softmax(-1))
+            probs.append(apply_net(lm.model, x, held_out_modulation(lm, fold)).softmax(-1))
         print(f"{p}: {float((probs[-1].argmax(1) == y).float().mean()):.2%}")
     for (i, a), (j, b) in itertools.combinations(enumerate(probs), 2):
         agree = float((a.argmax(1) == b.argmax(1)).float().mean())

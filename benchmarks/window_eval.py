@@ -14,6 +14,7 @@ import torch
 from common import held_out
 
 from esccli import checkpoint
+from esccli.models import needs_modulation
 
 
 def accuracy(probs: torch.Tensor, y: torch.Tensor) -> float:
@@ -27,6 +28,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     lm = checkpoint.load(args.model)
+    if needs_modulation(lm.model):
+        raise SystemExit(f"{args.model} hears each whole clip's modulation statistics: its windows cannot be scored apart")
     fold = lm.meta["train"]["fold"]
     if fold is None:
         raise SystemExit("this model was trained on every fold: there is nothing held out to score")

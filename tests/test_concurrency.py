@@ -46,9 +46,9 @@ def fresh(tmp_path_factory, synth_dataset):
 def assert_whole_cache(folder: Path, fresh) -> None:
     cached = read_cache(folder, PARAMS)
     assert cached is not None, "the cache left on disk is not readable"
-    assert np.array_equal(cached.features, fresh.features)
+    assert np.array_equal(cached.features, fresh.features) and np.array_equal(cached.modulation, fresh.modulation)
     assert cached.filenames == fresh.filenames and np.array_equal(cached.targets, fresh.targets)
-    assert sorted(p.name for p in folder.iterdir()) == ["features.npy", "index.json"]  # no temporaries
+    assert sorted(p.name for p in folder.iterdir()) == ["features.npy", "index.json", "modulation.npy"]  # no temporaries
 
 
 def test_two_featurize_processes_at_once(esc_home, synth_dataset, fresh):

@@ -168,11 +168,11 @@ def test_sigterm_stops_every_task_side_by_side(tmp_path, to):
                                                               "1-running"]
 
 
-def slow_chunk(paths: list[str], params: FeatureParams) -> np.ndarray:
+def slow_chunk(paths: list[str], params: FeatureParams) -> tuple[np.ndarray, np.ndarray]:
     with open(paths[0], "a") as f:  # every chunk's "paths" name the same log file
         f.write("chunk\n")
     time.sleep(0.3)
-    return np.zeros((len(paths), params.n_mels, params.frames), np.float32)
+    return np.zeros((len(paths), params.n_mels, params.frames), np.float32), np.zeros((len(paths), 272), np.float32)
 
 
 def test_an_interrupted_feature_build_drops_the_chunks_not_started(tmp_path, monkeypatch, capfd):
