@@ -276,13 +276,8 @@ FAST_ARCH = {"channels": FAST_CHANNELS, "stem_order": "relu-pool-bn"}
 # without bf16 (round 13)
 DEFAULT_ARCH = {"stem_order": "relu-pool-bn"}
 
-# Round 26's candidate for the default (docs/ablation.md, rounds 21-26), not adopted unless its five folds trained by
-# esc reach 87 %: the default's two CNNs, its texture network with the per-band statistics (round 21's D), and a
-# fourth member made of three texture networks that hear the modulation statistics, seeds 0-2, each weighted 1/3 so
-# that together they count as one member (composed from stored networks in round 25: 87.25 %).
-CANDIDATE = Recipe(arch_args=DEFAULT_ARCH, members=6, eq_db=EQ_DB, ensemble_mean="geometric",
-                   member_variants=[{}, PITCH_TEMPO, {**TEXTURE, "arch_args": {"extended": True, "bands": True}}]
-                   + [{**MODULATION_TEXTURE, "weight": 1 / 3, "seed_offset": k} for k in range(3)])
+# the default's first texture network since round 26: round 18's, also hearing the per-band statistics (round 21)
+BANDS_TEXTURE = {**TEXTURE, "arch_args": {"extended": True, "bands": True}}
 
 RECIPES = {
     # The student notebook: its CNN on 44.1 kHz 128-mel images, Adam 2e-5 divided by 10 every 20 epochs,
@@ -293,15 +288,18 @@ RECIPES = {
         crop_frames=0, crop_energy=False, freq_masks=0, time_masks=0, channels_last=False, allow_bf16=False,
         val_every=1,
     ),
-    # three networks trained apart, side by side on a 2-core CPU (one thread each), averaged. Two escnets on crops
-    # through random filters; the second learns from clips also shifted in pitch (up to 4 mel bins) and stretched
-    # in time (up to 1.25x). Their stems normalise after the pooling (DEFAULT_ARCH) since round 13. The third, since
-    # round 17, hears whole clips as texture statistics (TEXTURE; round 17: 85.00 % over five folds, +1.55 points, in
-    # 18.6 min per fold). Since round 18 it hears 250 more statistics, computed once per clip, and the three are
-    # averaged geometrically: 86.10 % over five folds, +1.10, in 17.0 min per fold (fp32, AVX-512 CPU without bf16;
-    # README).
-    "default": Recipe(arch_args=DEFAULT_ARCH, members=3, member_variants=[{}, PITCH_TEMPO, TEXTURE], eq_db=EQ_DB,
-                      ensemble_mean="geometric"),
+    # networks trained apart, side by side on a 2-core CPU (one thread each), averaged geometrically. Two escnets on
+    # crops through random filters; the second learns from clips also shifted in pitch (up to 4 mel bins) and
+    # stretched in time (up to 1.25x). Their stems normalise after the pooling (DEFAULT_ARCH) since round 13. Since
+    # round 17 a texture network hears whole clips as texture statistics (round 17: 85.00 % over five folds, +1.55
+    # points); since round 18 250 more, computed once per clip, with the members averaged geometrically (86.10 %,
+    # fp32 on an AVX-512 CPU without bf16); since round 26 the per-band statistics too (BANDS_TEXTURE, round 21), and
+    # a fourth member made of three texture networks that also hear the fine-rate modulation statistics
+    # (MODULATION_TEXTURE, round 25), seeds 0-2, each weighted 1/3 so that together they count as one member:
+    # 87.15 % over five folds, in 8.7 min per fold (bf16 on an AVX-512 BF16 EPYC; README, docs/ablation.md).
+    "default": Recipe(arch_args=DEFAULT_ARCH, members=6, eq_db=EQ_DB, ensemble_mean="geometric",
+                      member_variants=[{}, PITCH_TEMPO, BANDS_TEXTURE]
+                      + [{**MODULATION_TEXTURE, "weight": 1 / 3, "seed_offset": k} for k in range(3)]),
     # a network on all the cores, fewer epochs, its first stage as narrow as its stem (FAST_CHANNELS); crops
     # through random filters. Since round 19 a texture network (FAST_TEXTURE) trains after it, on all the cores
     # too, and the two are averaged geometrically, with no test-time shifts (the texture network, which never heard

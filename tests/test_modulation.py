@@ -14,7 +14,7 @@ from esccli import checkpoint, modulation
 from esccli.errors import EscError
 from esccli.evaluate import evaluate
 from esccli.models import Ensemble, TextureNet, log_geometric_mean_probability, needs_modulation
-from esccli.recipes import CANDIDATE, MODULATION_TEXTURE, PITCH_TEMPO, TEXTURE, get_recipe
+from esccli.recipes import BANDS_TEXTURE, MODULATION_TEXTURE, PITCH_TEMPO, TEXTURE, get_recipe
 from esccli.train import predict_logits, train
 
 SR = 16000
@@ -123,15 +123,14 @@ def test_weighted_members_count_for_their_weight_in_the_mean():
 
 
 def test_variants_set_a_members_weight_and_seed_offset_not_its_recipe():
-    assert [CANDIDATE.member_seed(4, k) for k in range(6)] == [4, 4, 4, 4, 5, 6]
-    assert CANDIDATE.member_weights() == [1, 1, 1, 1 / 3, 1 / 3, 1 / 3]
-    assert CANDIDATE.member(3) == CANDIDATE.member(4) == CANDIDATE.member(5)  # the copies differ by their seed only
-    assert CANDIDATE.member(3).arch_args == {"extended": True, "modulation": modulation.VERSION}
-    assert CANDIDATE.problems() == [] and CANDIDATE.member_archs() == "escnet+escnet+texture+texture+texture+texture"
-    # its first three members are those of round 21's D: the default's with the per-band statistics heard
-    default = get_recipe("default")
-    assert [CANDIDATE.member(k) for k in range(2)] == [default.member(k) for k in range(2)]
-    assert CANDIDATE.member(2) == replace(default.member(2), arch_args={"extended": True, "bands": True})
+    default = get_recipe("default")  # round 26's
+    assert [default.member_seed(4, k) for k in range(6)] == [4, 4, 4, 4, 5, 6]
+    assert default.member_weights() == [1, 1, 1, 1 / 3, 1 / 3, 1 / 3]
+    assert default.member(3) == default.member(4) == default.member(5)  # the copies differ by their seed only
+    assert default.member(3).arch_args == {"extended": True, "modulation": modulation.VERSION}
+    assert default.problems() == [] and default.member_archs() == "escnet+escnet+texture+texture+texture+texture"
+    assert default.member(2).arch_args == BANDS_TEXTURE["arch_args"] == {"extended": True, "bands": True}
+    assert default.member(1) == replace(default.member(0), **PITCH_TEMPO)
     problems = " ".join(tiny_recipe(members=2, member_variants=[{}, {"weight": 0, "seed_offset": -1}]).problems())
     assert "member 2: weight must be a number above 0, not 0" in problems
     assert "member 2: seed_offset must be a whole number, at least 0, not -1" in problems
