@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import torch
 from typer.testing import CliRunner
 
 from esccli import checkpoint
@@ -17,7 +18,10 @@ runner = CliRunner()
 
 def test_builtin_model_loads_with_its_metadata():
     assert BUILTIN_PATH.stat().st_size < 8 * 2**20  # a few MB at most
+    stored = checkpoint.read(BUILTIN_PATH)["state_dict"]  # its weights are stored as float16 (scripts/ship_model.py)
+    assert {str(v.dtype) for v in stored.values() if v.is_floating_point()} == {"torch.float16"}
     lm = checkpoint.load(BUILTIN_PATH)
+    assert {p.dtype for p in lm.model.parameters()} == {torch.float32}  # and used in float32
     meta = lm.meta
     assert meta["classes"] == list(CLASS_NAMES)
     assert FeatureParams.from_dict(meta["features"]) == PRESETS["default"]

@@ -36,7 +36,7 @@ def train(
     device: common.Device = typer.Option(common.Device.auto, "--device", metavar=common.DEVICE_METAVAR, help="Where the networks train."),
     precision: str = typer.Option("auto", "--precision", metavar="auto|fp32|bf16", help="auto (bf16 where the hardware computes it natively, else fp32), fp32 or bf16."),
     name: Optional[str] = typer.Option(None, "--name", metavar="NAME", help="Model name in the store [default: <recipe>-fold<k>, <recipe>-cv, <recipe>-all]."),
-    members: Optional[int] = typer.Option(None, "--members", min=1, max=16, metavar="N", help="Networks trained apart whose averaged probabilities are the prediction; 1 = a single network [default: the recipe's: 3 for default, 2 for fast]."),
+    members: Optional[int] = typer.Option(None, "--members", min=1, max=16, metavar="N", help="Networks trained apart whose averaged probabilities are the prediction; 1 = a single network [default: the recipe's: 6 for default (three of them count as one), 2 for fast]."),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, max=16, metavar="N", help="Parallel training processes: folds with --cv, else an ensemble's members [default: 1 with --cv; else for default one per member up to twice the CPU cores, for fast 1: its members one after the other]."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, metavar="N", help="CPU threads per training process [default: the cores / --jobs]."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run with the same settings."),
@@ -113,10 +113,15 @@ def train(
     mean = f" ({recipe.ensemble_mean} mean)" if recipe.members > 1 and recipe.ensemble_mean != "arithmetic" else ""
     common.dim_line(f"recipe {preset}: {common.arch_label(recipe.member_archs(), recipe.members)}{mean}, {common.counted(recipe.epochs, 'epoch')}, batch {recipe.batch_size}, lr {recipe.lr:g}, "
                     f"device {dev} ({precision})" + ("" if cv else f", {'all folds' if held_out is None else f'fold {held_out} held out'}"))
-    for k in range(recipe.members):  # members with settings of their own (the default's texture network)
+    weights = recipe.member_weights()
+    for k in range(recipe.members):  # members with settings of their own (the default's texture networks)
         m = recipe.member(k)
         if m.arch != recipe.arch:
-            common.dim_line(f"member {k + 1}: {m.arch}, {common.counted(m.epochs, 'epoch')}, batch {m.batch_size}, lr {m.lr:g}")
+            heard = " + modulation statistics" if m.arch_args.get("modulation") else ""
+            offset = recipe.member_seed(seed, k) - seed
+            common.dim_line(f"member {k + 1}: {m.arch}{heard}, {common.counted(m.epochs, 'epoch')}, batch {m.batch_size}, "
+                            f"lr {m.lr:g}" + (f", seed +{offset}" if offset else "")
+                            + (f", weight {weights[k]:.3g}" if weights[k] != 1 else ""))
     if member_jobs > 1:
         common.dim_line(f"up to {member_jobs} networks train side by side, each in its own process, without per-epoch "
                         "lines (--jobs 1 trains them one at a time and shows each epoch)")
