@@ -13,18 +13,18 @@ import argparse
 
 import numpy as np
 import torch
-from common import clips, fold_model
+from common import clips, feature_set, fold_model
 
-from esccli.models import without_test_shifts
+from esccli.models import apply_net, needs_modulation, without_test_shifts
 
 
-def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, mods=None) -> float:
     model.eval()
     with torch.no_grad():
-        return float((model(x).argmax(1) == y).float().mean())
+        return float((apply_net(model, x, mods).argmax(1) == y).float().mean())
 
 
-def recalibrate(model: torch.nn.Module, x: torch.Tensor, batch: int = 100) -> None:
+def recalibrate(model: torch.nn.Module, x: torch.Tensor, mods=None, batch: int = 100) -> None:
     """Replace the BatchNorm running statistics by those of x (whole clips, in order, no augmentation)."""
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
@@ -33,7 +33,7 @@ def recalibrate(model: torch.nn.Module, x: torch.Tensor, batch: int = 100) -> No
     model.train()  # BatchNorm updates its statistics; dropout acts after the last one and changes none of them
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            model(x[i:i + batch])
+            apply_net(model, x[i:i + batch], None if mods is None else mods[i:i + batch])
     model.eval()
 
 
@@ -47,11 +47,13 @@ def main() -> None:
     for p in args.models:
         lm, fold = fold_model(p)
         x, y, folds = clips(lm)
+        mods = torch.from_numpy(feature_set(lm).modulation) if needs_modulation(lm.model) else None
+        part = lambda held: None if mods is None else mods[held]  # noqa: E731
         held = folds == fold
         net = without_test_shifts(lm.model)  # the network alone, as round 4 measured it
-        before.append(accuracy(net, x[held], y[held]))
-        recalibrate(net, x[~held])
-        after.append(accuracy(net, x[held], y[held]))
+        before.append(accuracy(net, x[held], y[held], part(held)))
+        recalibrate(net, x[~held], part(~held))
+        after.append(accuracy(net, x[held], y[held], part(held)))
         print(f"{p} (fold {fold}): {before[-1]:.2%} -> recalibrated {after[-1]:.2%}", flush=True)
     print(f"mean: {np.mean(before):.2%} -> {np.mean(after):.2%}")
 

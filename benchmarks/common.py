@@ -238,13 +238,14 @@ def fold_model_options(ap, name: str = "bench-default") -> None:
 
 def held_out_fold_models(args):
     """Each fold model fold_model_options' arguments name, as (loaded model, the fold it held out, that fold's
-    features, their targets), to be scored on --threads threads."""
+    features, their targets, their modulation statistics or None: held_out_modulation), to be scored on --threads
+    threads."""
     import torch
 
     torch.set_num_threads(args.threads)
     for path in args.models or [BENCH_HOME / "models" / f"{args.name}-fold{k}.pt" for k in range(1, 6)]:
         lm, k = fold_model(path)
-        yield (lm, k, *held_out(lm, k))
+        yield (lm, k, *held_out(lm, k), held_out_modulation(lm, k))
 
 
 def print_accuracies(accs: dict) -> None:

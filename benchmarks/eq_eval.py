@@ -19,6 +19,7 @@ import torch
 from common import fold_model_options, held_out_fold_models, print_accuracies
 
 from esccli.augment import apply_curve, random_curve
+from esccli.models import apply_net
 
 SETS = ("none", "2", "4", "8", "±2", "±4")
 
@@ -29,7 +30,7 @@ def main() -> None:
     ap.add_argument("--db", type=float, help="the filters' range, ± dB [default: the model's recipe's eq_db]")
     args = ap.parse_args()
     accs = {name: [] for name in SETS}
-    for lm, k, x, y in held_out_fold_models(args):
+    for lm, k, x, y, mods in held_out_fold_models(args):
         db = args.db if args.db is not None else lm.meta["train"]["recipe"]["eq_db"]
         g = torch.Generator().manual_seed(0)
         curves = [random_curve(1, x.shape[2], db, 4, g) for _ in range(8)]
@@ -37,7 +38,8 @@ def main() -> None:
 
         def probs(x_):
             with torch.no_grad():
-                return torch.cat([model(x_[i:i + 100]).softmax(-1) for i in range(0, len(x_), 100)])
+                return torch.cat([apply_net(model, x_[i:i + 100], None if mods is None else mods[i:i + 100]).softmax(-1)
+                                  for i in range(0, len(x_), 100)])
 
         plain = probs(x)
         up = [probs(apply_curve(x, c, lm.params.top_db)) for c in curves]

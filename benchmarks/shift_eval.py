@@ -17,7 +17,7 @@ import torch
 from common import fold_model_options, held_out_fold_models, print_accuracies
 
 from esccli.augment import shift_mel
-from esccli.models import without_test_shifts
+from esccli.models import apply_net, without_test_shifts
 
 SHIFT_SETS = {"none": [0], "±1": [-1, 0, 1], "±2": [-2, -1, 0, 1, 2], "±3": list(range(-3, 4)), "-2, 0, 2": [-2, 0, 2]}
 
@@ -27,10 +27,10 @@ def main() -> None:
     fold_model_options(ap)
     args = ap.parse_args()
     accs = {name: [] for name in SHIFT_SETS}
-    for lm, k, x, y in held_out_fold_models(args):
+    for lm, k, x, y, mods in held_out_fold_models(args):
         net = without_test_shifts(lm.model)  # the network alone, also for a model that averages over shifts
         with torch.no_grad():
-            probs = {b: net(shift_mel(x, torch.full((len(x),), b))).softmax(-1) for b in range(-3, 4)}
+            probs = {b: apply_net(net, shift_mel(x, torch.full((len(x),), b)), mods).softmax(-1) for b in range(-3, 4)}
         for name, bins in SHIFT_SETS.items():
             accs[name].append(float((sum(probs[b] for b in bins).argmax(1) == y).float().mean()))
     print_accuracies(accs)

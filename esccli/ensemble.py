@@ -39,6 +39,17 @@ def member_files(path: Path) -> list[Path]:
     return sorted(path.parent.glob(f".{path.stem}.member*{path.suffix}"))
 
 
+def member_numbers(path: Path) -> set[int]:
+    """The members (1-based) with a file (finished or resume) next to the model at `path` (member_files)."""
+    prefix = f".{Path(path).stem}.member"
+    found = set()
+    for f in member_files(path):
+        number = f.name[len(prefix):].split(".", 1)[0]
+        if number.isdigit():
+            found.add(int(number))
+    return found
+
+
 def saved_progress(path: Path) -> bool:
     """Whether a training of the model at `path` was interrupted and left work to resume: its resume file, or
     members of an ensemble (finished or started)."""
@@ -109,6 +120,11 @@ def train_ensemble(fs, recipe: Recipe, path: Path, fold: int | None, seed: int, 
                     flag[k] = True
         if not any(finished) and not any(started):
             raise EscError(f"nothing to resume: no member of {path.name} was started in {path.parent}")
+        beyond = sorted(member_numbers(path) - set(range(1, recipe.members + 1)))
+        if beyond:  # their work would be dropped when this ensemble is joined
+            raise ModelError(f"{path.name} was started with more members: member {beyond[-1]} has work saved in "
+                             f"{path.parent} (now {recipe.members} members)",
+                             "resume with the same --members, or run again without --resume to start over")
     todo = [k for k in range(recipe.members) if not finished[k]]
     t0, since = time.perf_counter(), time.time()
     side_by_side = device == "cpu" and jobs > 1

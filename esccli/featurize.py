@@ -2,7 +2,7 @@
 
 A cache lives in `<data>/features/<params key>-<csv hash>/` as `features.npy` (float16 [clips, n_mels, frames]),
 `modulation.npy` (float32 [clips, modulation.COUNT]: each clip's fine-rate modulation statistics, from the same
-decoded audio) and `index.json` (the parameters, each clip's name, fold and target, each array's shape and sha256,
+decoded audio; only for features in dB, the only ones a texture network hears: has_modulation) and `index.json` (the parameters, each clip's name, fold and target, each array's shape and sha256,
 the modulation statistics' version, and each clip's audio file: size, times, inode). Changing a feature parameter or the dataset's csv names a new cache; a cache whose
 checksums, shapes, dtypes or modulation version do not match, whose clip list is not the dataset's, or whose audio files have been
 replaced or touched since (or which predates that record), is rebuilt, never used; a clip whose audio file is
@@ -31,6 +31,13 @@ from esccli.memory import physical_memory
 from esccli.paths import Layout
 
 CACHE_FORMAT = 2  # 2: with modulation.npy
+
+
+def has_modulation(params: FeatureParams) -> bool:
+    """Whether a cache of these features holds the clips' modulation statistics: only features in dB, which a texture
+    network can hear (the seed preset's 0-255 images never feed one, and at 44.1 kHz the statistics would cost
+    the most)."""
+    return params.scale == "db"
 CHUNK = 32  # clips per worker task
 MEMORY_SHARE = 0.8  # a build that would need more than this share of the machine's memory is refused
 
@@ -47,7 +54,7 @@ class FeatureSet:
     path: Path | None = None  # the cache folder it came from
     built: bool = False  # True when this call computed it, False when it was read from the cache
     audio: list | None = None  # each clip's audio file as it was computed from (audio_stamps)
-    modulation: np.ndarray | None = None  # float32 [clips, modulation.COUNT] (esccli/modulation.py)
+    modulation: np.ndarray | None = None  # float32 [clips, modulation.COUNT] (esccli/modulation.py; has_modulation)
 
     def __len__(self) -> int:
         return len(self.filenames)
@@ -122,11 +129,14 @@ def build_bytes(params: FeatureParams, clips: int, jobs: int) -> int:
     workers = max(1, min(jobs, math.ceil(clips / CHUNK)))
     bins = params.n_fft // 2 + 1
     per_chunk = chunk * (params.clip_samples * 4 * 2 + params.frames * (bins * (8 + 8 + 4 * 3) + params.n_mels * 4 * 3))
-    n_fft, hop = modulation.stft_sizes(params.sample_rate)  # the modulation statistics' STFT, after the features'
-    per_chunk = max(per_chunk, chunk * (1 + params.clip_samples // hop) * (n_fft // 2 + 1) * (8 + 4 * 2))
+    mods = 0
+    if has_modulation(params):  # their STFT, after the features' (its framed input, complex64 and power temporaries)
+        n_fft, hop = modulation.stft_sizes(params.sample_rate)
+        per_chunk = max(per_chunk, chunk * (params.clip_samples * 4 * 2 + (1 + params.clip_samples // hop)
+                                            * (n_fft // 2 + 1) * 32))
+        mods = modulation.COUNT * 4
     basis = params.n_mels * bins * (8 + 4)
-    return clips * (params.n_mels * params.frames * 2 + modulation.COUNT * 4) + (workers + 1) * basis \
-        + workers * per_chunk
+    return clips * (params.n_mels * params.frames * 2 + mods) + (workers + 1) * basis + workers * per_chunk
 
 
 def check_memory(params: FeatureParams, clips: int, jobs: int) -> None:
@@ -219,16 +229,16 @@ def load_or_build(
 def compute_features(audio: list[Path], params: FeatureParams, jobs: int,
                      progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The features of these audio files (audio_paths), [files, n_mels, frames] float16, and their modulation
-    statistics, [files, modulation.COUNT] float32, in `jobs` processes."""
+    statistics, [files, modulation.COUNT] float32 (None where has_modulation says so), in `jobs` processes."""
     paths = [str(p) for p in audio]
     out = np.empty((len(paths), params.n_mels, params.frames), np.float16)
-    mods = np.empty((len(paths), modulation.COUNT), np.float32)
+    mods = np.empty((len(paths), modulation.COUNT), np.float32) if has_modulation(params) else None
     chunks = [(i, paths[i:i + CHUNK]) for i in range(0, len(paths), CHUNK)]
     done = 0
     if jobs <= 1:
         results = ((i, _featurize_files(ps, params)) for i, ps in chunks)
         for i, (feats, m) in results:
-            out[i:i + len(feats)], mods[i:i + len(feats)] = feats, m
+            _put(out, mods, i, feats, m)
             done += len(feats)
             if progress:
                 progress(done, len(paths))
@@ -244,7 +254,7 @@ def compute_features(audio: list[Path], params: FeatureParams, jobs: int,
         for fut in as_completed(futures):
             i = futures.pop(fut)  # and the finished chunk is let go once copied
             feats, m = fut.result()
-            out[i:i + len(feats)], mods[i:i + len(feats)] = feats, m
+            _put(out, mods, i, feats, m)
             done += len(feats)
             if progress:
                 progress(done, len(paths))
@@ -253,6 +263,12 @@ def compute_features(audio: list[Path], params: FeatureParams, jobs: int,
         raise
     pool.shutdown(wait=True)
     return out, mods
+
+
+def _put(out: np.ndarray, mods: np.ndarray | None, i: int, feats: np.ndarray, m: np.ndarray | None) -> None:
+    out[i:i + len(feats)] = feats
+    if mods is not None:
+        mods[i:i + len(feats)] = m
 
 
 def _worker_init() -> None:
@@ -274,12 +290,15 @@ def _worker_init() -> None:
 
 
 def _featurize_files(paths: list[str], params: FeatureParams) -> tuple[np.ndarray, np.ndarray]:
-    """The features (float16) and modulation statistics (float32) of these clips, from one decoding."""
+    """The features (float16) and modulation statistics (float32; None where has_modulation says so) of these clips,
+    from one decoding."""
     import torch
 
     waves = np.stack([pad_or_trim(_dataset_clip(p, params.sample_rate), params.clip_samples) for p in paths])
-    mods = modulation.statistics(torch.from_numpy(np.ascontiguousarray(waves, np.float32)), params.sample_rate)
-    return log_mel(waves, params).astype(np.float16), mods.numpy()
+    mods = None
+    if has_modulation(params):
+        mods = modulation.statistics(torch.from_numpy(np.ascontiguousarray(waves, np.float32)), params.sample_rate).numpy()
+    return log_mel(waves, params).astype(np.float16), mods
 
 
 DAMAGED = "the installed ESC-50 is damaged: run `esc fetch --force` to reinstall it"
@@ -301,8 +320,11 @@ def write_cache(folder: Path, fs: FeatureSet, csv_sha: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_write(folder / "features.npy") as f:
         np.save(f, fs.features, allow_pickle=False)
-    with atomic_write(folder / "modulation.npy") as f:
-        np.save(f, fs.modulation, allow_pickle=False)
+    if fs.modulation is not None:
+        with atomic_write(folder / "modulation.npy") as f:
+            np.save(f, fs.modulation, allow_pickle=False)
+    else:
+        (folder / "modulation.npy").unlink(missing_ok=True)
     index = {
         "format": CACHE_FORMAT,
         "esc_version": __version__,
@@ -311,8 +333,8 @@ def write_cache(folder: Path, fs: FeatureSet, csv_sha: str) -> None:
         "shape": list(fs.features.shape),
         "dtype": str(fs.features.dtype),
         "sha256": sha256_file(folder / "features.npy"),
-        "modulation": {"version": modulation.VERSION, "shape": list(fs.modulation.shape),
-                       "sha256": sha256_file(folder / "modulation.npy")},
+        "modulation": None if fs.modulation is None else {
+            "version": modulation.VERSION, "shape": list(fs.modulation.shape), "sha256": sha256_file(folder / "modulation.npy")},
         "clips": [{"filename": n, "fold": int(f), "target": int(t)} for n, f, t in zip(fs.filenames, fs.folds, fs.targets)],
         "audio": fs.audio,
     }
@@ -330,10 +352,13 @@ def read_cache(folder: Path, params: FeatureParams) -> FeatureSet | None:
         if sha256_file(npy) != index["sha256"]:
             return None
         features = np.load(npy, allow_pickle=False)
-        about = index["modulation"]
-        if about["version"] != modulation.VERSION or sha256_file(folder / "modulation.npy") != about["sha256"]:
+        about, mods = index["modulation"], None
+        if (about is None) == has_modulation(params):
             return None
-        mods = np.load(folder / "modulation.npy", allow_pickle=False)
+        if about is not None:
+            if about["version"] != modulation.VERSION or sha256_file(folder / "modulation.npy") != about["sha256"]:
+                return None
+            mods = np.load(folder / "modulation.npy", allow_pickle=False)
         clips = index["clips"]
         filenames = [str(c["filename"]) for c in clips]
         targets = np.array([c["target"] for c in clips], np.int64)
@@ -345,7 +370,7 @@ def read_cache(folder: Path, params: FeatureParams) -> FeatureSet | None:
             or list(features.shape) != index["shape"] or features.shape[0] != len(filenames) \
             or features.shape[1:] != (params.n_mels, params.frames):
         return None
-    if not isinstance(mods, np.ndarray) or mods.dtype != np.float32 or list(mods.shape) != about["shape"] \
-            or mods.shape != (len(filenames), modulation.COUNT):
+    if about is not None and (not isinstance(mods, np.ndarray) or mods.dtype != np.float32
+                              or list(mods.shape) != about["shape"] or mods.shape != (len(filenames), modulation.COUNT)):
         return None
     return FeatureSet(features, targets, folds, filenames, params, folder, audio=audio, modulation=mods)

@@ -216,8 +216,9 @@ class Ensemble(nn.Module):
         if mean not in ENSEMBLE_MEANS:
             raise ValueError(f"unknown ensemble mean {mean!r}; known: {', '.join(ENSEMBLE_MEANS)}")
         if weights is not None and (len(weights) != members or not all(
-                isinstance(w, (int, float)) and 0 < w < float("inf") for w in weights)):
-            raise ValueError(f"an ensemble of {members} members needs as many positive weights, not {weights!r}")
+                type(w) in (int, float) and 1e-3 <= w <= 1e3 for w in weights)):
+            raise ValueError(f"an ensemble of {members} members needs as many weights from 0.001 to 1000, "
+                             f"not {weights!r}")
         self.mean = ENSEMBLE_MEANS[mean]
         self.weights = None if weights is None else [float(w) for w in weights]
         member_list = member_list or [{"arch": member, "args": member_args or {}}] * members

@@ -12,7 +12,8 @@ From each clip at any sample rate:
 - each band's level in dB below the clip's loudest (band, frame), floored at -TOP_DB; frames within 1 dB of the
   floor in every band (the digital silence ESC-50 pads short clips with) are left out unless fewer than
   MIN_SECONDS of frames are louder;
-- each band's compressed envelope (amplitude ** 0.3), centred on its mean (zero where left out), Hann-windowed;
+- each band's compressed envelope (amplitude ** 0.3), centred on its mean (zero where left out), times a Hann
+  window over the whole clip (a sound padded with silence sits on the window's rising half, as in texture.py);
 - its modulation power spectrum: the share of its power (the mean removed) in each of the half-octave bands of
   MODULATION_BANDS, as log(share + 1e-4) / 5, then the ratio of its largest bin to its median bin above PEAK_FROM Hz
   (a steady beat stands out), as log(ratio) / 5.
@@ -89,5 +90,8 @@ def statistics(waves, sample_rate: int):
     shares = torch.stack([mod[..., (freqs >= lo) & (freqs < hi)].sum(-1) for lo, hi in MODULATION_BANDS], -1)
     shares = (shares / total[..., None] + 1e-4).log() / 5
     above = mod[..., freqs >= PEAK_FROM]
-    peak = ((above.amax(-1) + 1e-12) / (above.median(-1).values + 1e-12)).log() / 5
+    if above.shape[-1]:
+        peak = ((above.amax(-1) + 1e-12) / (above.median(-1).values + 1e-12)).log() / 5
+    else:  # a clip too short to have any modulation frequency that high
+        peak = mod.new_zeros(mod.shape[:-1])
     return torch.cat([shares.flatten(1), peak], 1)

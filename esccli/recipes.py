@@ -129,8 +129,11 @@ class Recipe:
         return archs[0] if len(set(archs)) == 1 else "+".join(archs)
 
     def member_seed(self, seed: int, k: int) -> int:
-        """The seed of member k: members of the same variant differ by their seed, and by its seed_offset."""
-        return seed + k // max(1, len(self.member_variants)) + self.member_variant(k).get("seed_offset", 0)
+        """The seed of member k: its variant's seed_offset added, and, each time the variants repeat (more members
+        than variants), seeds beyond every offset, so that no two members of one variant share a seed."""
+        offsets = [v.get("seed_offset", 0) for v in self.member_variants if isinstance(v, dict)] or [0]
+        step = 1 + max(o for o in offsets if type(o) is int) if all(type(o) is int for o in offsets) else 1
+        return seed + k // max(1, len(self.member_variants)) * step + self.member_variant(k).get("seed_offset", 0)
 
     def member_weights(self) -> list[float]:
         """What each member counts for in the ensemble's mean (its variant's weight, default 1)."""
@@ -175,8 +178,9 @@ class Recipe:
                     out.append(f"member {k + 1}: a variant is a dict of recipe fields, not {self.member_variants[k]!r}")
                     continue
                 weight, offset = self.member_variants[k].get("weight", 1.0), self.member_variants[k].get("seed_offset", 0)
-                if not (type(weight) in (int, float) and 0 < weight < float("inf")):
-                    out.append(f"member {k + 1}: weight must be a number above 0, not {weight!r}")
+                if not (type(weight) in (int, float) and MIN_WEIGHT <= weight <= MAX_WEIGHT):
+                    out.append(f"member {k + 1}: weight must be a number from {MIN_WEIGHT:g} to {MAX_WEIGHT:g}, "
+                               f"not {weight!r}")
                 if not (type(offset) is int and offset >= 0):
                     out.append(f"member {k + 1}: seed_offset must be a whole number, at least 0, not {offset!r}")
                 try:  # what the variant itself brings (the recipe's own problems are listed once, above)
@@ -247,6 +251,7 @@ INPUT_FIELDS = ("crop_frames", "crop_energy", "early_crop_frames", "early_crop_s
 READS_DB = ("mixup_power", "eq_db", "noise_db", "reverb_s")
 # what a member variant may say of how the ensemble uses its member, rather than of how the member is trained
 ENSEMBLE_KEYS = ("weight", "seed_offset")
+MIN_WEIGHT, MAX_WEIGHT = 1e-3, 1e3  # a member's weight, within what float32 sums keep finite and meaningful
 NOT_IN_VARIANTS = {"features", "members", "member_variants", "val_every", "test_shifts", "ensemble_mean",
                    "members_side_by_side"}
 PITCH_TEMPO = {"freq_shift": 4, "stretch": 1.25}  # the second member's augmentation (docs/ablation.md, round 3)

@@ -22,6 +22,8 @@ def test_builtin_model_loads_with_its_metadata():
     assert {str(v.dtype) for v in stored.values() if v.is_floating_point()} == {"torch.float16"}
     lm = checkpoint.load(BUILTIN_PATH)
     assert {p.dtype for p in lm.model.parameters()} == {torch.float32}  # and used in float32
+    check = lm.meta["train"]["float16_check"]  # scored both ways by ship_model on every clip: no top class changed
+    assert check["clips"] == 2000 and check["top_class_changed"] == 0 and check["max_probability_change"] < 0.01
     meta = lm.meta
     assert meta["classes"] == list(CLASS_NAMES)
     assert FeatureParams.from_dict(meta["features"]) == PRESETS["default"]

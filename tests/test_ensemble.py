@@ -285,6 +285,26 @@ def test_resume_checks_every_member_before_training_and_keeps_the_good_ones(pair
     assert not saved_progress(path) and member_files(path) == []
 
 
+def test_a_resume_with_fewer_members_is_refused_rather_than_dropping_their_work(pair, synth_features, tmp_path):
+    three = pair[0].with_overrides(members=3, member_variants=[{}, {"freq_shift": 2}])  # member 3: variant 1, seed + 1
+    path = tmp_path / "f.pt"
+
+    def stop(stats):
+        if stats.member == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted, match="the work of members 1, 2, 3 of 3 is saved in"):
+        train(synth_features, three, path, fold=5, seed=7, on_epoch=stop)
+    kept = {f.name: f.read_bytes() for f in member_files(path)}
+    with pytest.raises(ModelError, match=r"f\.pt was started with more members: member 3 has work saved in .* "
+                                         r"\(now 2 members\)"):
+        train(synth_features, three.with_overrides(members=2), path, fold=5, seed=7, resume=True)
+    assert {f.name: f.read_bytes() for f in member_files(path)} == kept and not path.exists()
+    # more members than were started is how a larger recipe resumes a smaller one's networks (round 26)
+    r = train(synth_features, three.with_overrides(members=4), path, fold=5, seed=7, resume=True)
+    assert len(r.meta["train"]["members"]) == 4 and member_files(path) == []
+
+
 def test_nothing_to_resume_and_save_best_are_one_line_errors(synth_features, tmp_path):
     with pytest.raises(EscError, match="nothing to resume"):
         train(synth_features, tiny_recipe(members=2, crop_frames=40), tmp_path / "x.pt", fold=5, resume=True)

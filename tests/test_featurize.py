@@ -239,6 +239,14 @@ def next_target(ix):
     ix["clips"][7]["target"] = (ix["clips"][7]["target"] + 1) % 50
 
 
+def other_shaped_modulation(folder: Path) -> None:
+    """modulation.npy rewritten with one statistic fewer per clip, and index.json made to describe it (shape and
+    checksum): only the check of the array against modulation.COUNT can tell."""
+    np.save(folder / "modulation.npy", np.zeros((N_SMALL, 271), np.float32), allow_pickle=False)
+    edit_index(folder, lambda ix: ix["modulation"].update(shape=[N_SMALL, 271],
+                                                           sha256=sha256_file(folder / "modulation.npy")))
+
+
 DAMAGE = {
     "truncated features.npy": lambda d: (d / "features.npy").write_bytes((d / "features.npy").read_bytes()[:-100]),
     "a flipped byte in the data": lambda d: flip_byte(d / "features.npy", (d / "features.npy").stat().st_size // 2),
@@ -266,6 +274,8 @@ DAMAGE = {
     "modulation statistics of another version": lambda d: edit_index(d, lambda ix: ix["modulation"].update(version=0)),
     "no record of the modulation statistics": lambda d: edit_index(d, lambda ix: ix.pop("modulation")),
     "modulation statistics of another shape": lambda d: edit_index(d, lambda ix: ix["modulation"].update(shape=[N_SMALL, 3])),
+    "a modulation array of another shape, its record to match": other_shaped_modulation,
+    "no modulation statistics recorded for features in dB": lambda d: edit_index(d, lambda ix: ix.update(modulation=None)),
     "a killed writer's leftovers": killed_writer,
 }
 
@@ -365,8 +375,11 @@ def test_a_build_that_would_not_fit_in_memory_is_refused_before_any_work(esc_hom
     root, fresh = small
     need = build_bytes(PARAMS, N_SMALL, 1)
     assert need > fresh.features.nbytes  # the array, and more for the chunk being computed
-    # a 4x shorter hop: 4x the frames (the modulation statistics' STFT, the same for any hop, is a floor)
-    assert build_bytes(replace(PARAMS, hop_length=PARAMS.hop_length // 4), N_SMALL, 1) > 2 * need
+    # a 4x shorter hop: 4x the frames; shown without the modulation statistics, whose STFT (the same for any hop, a
+    # floor under the estimate) comes only with features in dB
+    images = replace(PARAMS, scale="image")
+    assert build_bytes(replace(images, hop_length=PARAMS.hop_length // 4), N_SMALL, 1) > 3 * build_bytes(images, N_SMALL, 1)
+    assert build_bytes(replace(PARAMS, hop_length=PARAMS.hop_length // 4), N_SMALL, 1) > need > build_bytes(images, N_SMALL, 1)
     assert build_bytes(PARAMS, 100, 2) > build_bytes(PARAMS, 100, 1)  # each busy worker holds a chunk,
     assert build_bytes(PARAMS, N_SMALL, 2) == need  # and a single chunk keeps one worker busy
     monkeypatch.setattr("esccli.featurize.physical_memory", lambda: int(need / MEMORY_SHARE) - 1)
@@ -467,3 +480,16 @@ def test_cli_too_many_mels_for_the_fft_is_one_clear_line(esc_home, synth_dataset
     r = featurize("--n-mels", "300", "--n-fft", "256")
     assert_one_line_error(r, "mel bands would be empty", "fewer mels")
     assert "Warning" not in r.output
+
+
+def test_image_features_carry_no_modulation_statistics(esc_home, small):
+    """Only features in dB hold the clips' modulation statistics: a texture network, which alone hears them, reads
+    nothing else, and the seed preset's 0-255 images would pay for them at 44.1 kHz."""
+    root, _ = small
+    images = replace(PARAMS, scale="image")
+    fs = load_or_build(layout(esc_home), images, dataset_root=root, jobs=1)
+    assert fs.modulation is None and fs.built
+    assert sorted(p.name for p in fs.path.iterdir()) == ["features.npy", "index.json"]
+    assert json.loads((fs.path / "index.json").read_text())["modulation"] is None
+    again = load_or_build(layout(esc_home), images, dataset_root=root, jobs=1)
+    assert not again.built and again.modulation is None

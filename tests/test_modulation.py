@@ -117,8 +117,8 @@ def test_weighted_members_count_for_their_weight_in_the_mean():
     with torch.no_grad():
         a, b = (m.eval()(x).log_softmax(-1) for m in ens.members)
         assert torch.allclose(ens.eval()(x), ((a + 3 * b) / 4).log_softmax(-1), atol=1e-5)
-    for bad in ([1.0], [1.0, 0.0], [1.0, float("nan")], [1.0, -2.0]):
-        with pytest.raises(ValueError, match="as many positive weights"):
+    for bad in ([1.0], [1.0, 0.0], [1.0, float("nan")], [1.0, -2.0], [1.0, 1e39], [1.0, True], [1.0, "1"]):
+        with pytest.raises(ValueError, match="as many weights from 0.001 to 1000"):
             Ensemble(8, 20, 50, members=2, weights=bad)
 
 
@@ -132,11 +132,18 @@ def test_variants_set_a_members_weight_and_seed_offset_not_its_recipe():
     assert default.member(2).arch_args == BANDS_TEXTURE["arch_args"] == {"extended": True, "bands": True}
     assert default.member(1) == replace(default.member(0), **PITCH_TEMPO)
     problems = " ".join(tiny_recipe(members=2, member_variants=[{}, {"weight": 0, "seed_offset": -1}]).problems())
-    assert "member 2: weight must be a number above 0, not 0" in problems
+    assert "member 2: weight must be a number from 0.001 to 1000, not 0" in problems
     assert "member 2: seed_offset must be a whole number, at least 0, not -1" in problems
     crops = tiny_recipe(members=2, member_variants=[{}, {**MODULATION_TEXTURE, "crop_frames": 40}]).problems()
     assert any("hears the modulation statistics trains on clips as they are" in p for p in crops), crops
-    assert PITCH_TEMPO and TEXTURE["arch"] == "texture"
+    # more members than variants: the variants repeat with seeds beyond every offset, so no member is another's twin
+    twelve = default.with_overrides(members=12)
+    assert [twelve.member_seed(0, k) for k in range(12)] == [0, 0, 0, 0, 1, 2, 3, 3, 3, 3, 4, 5]
+    assert len({(str(twelve.member(k)), twelve.member_seed(0, k)) for k in range(12)}) == 12
+    # and recipes without offsets keep the seeds they always had (their stored models are still theirs)
+    plain = tiny_recipe(members=5, member_variants=[{}, PITCH_TEMPO])
+    assert [plain.member_seed(7, k) for k in range(5)] == [7, 7, 8, 8, 9]
+    assert TEXTURE["arch"] == "texture"
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +183,17 @@ def test_an_ensemble_with_modulation_members_trains_scores_and_predicts(fine_ens
         wave = load_audio(p, params.sample_rate)[:params.clip_samples]
         files.append(tmp_path / c.filename)
         sf.write(files[-1], wave, params.sample_rate, subtype="FLOAT")
-    results = list(predict_files(files, lm, top_k=50))
+    seen = []
+    statistics = modulation.statistics
+
+    def recorded(waves, sample_rate):  # what predict computes for each window
+        seen.append(statistics(waves, sample_rate))
+        return seen[-1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(modulation, "statistics", recorded)
+        results = list(predict_files(files, lm, top_k=50))
+    assert torch.allclose(torch.cat(seen), torch.from_numpy(synth_features.modulation[rows]), atol=1e-5)
     x = torch.from_numpy(synth_features.features[rows]).float().unsqueeze(1)
     probs = predict_logits(lm.model, x, "cpu", modulation=torch.from_numpy(synth_features.modulation[rows])).softmax(-1)
     for r, p in zip(results, probs):

@@ -169,7 +169,8 @@ def render_cv(result, as_json: bool) -> None:
     t.add_column("minutes", justify="right")
     for k in sorted(result.folds):
         t.add_row(str(k), f"{result.folds[k]:.2%}", f"{result.seconds[k] / 60:.1f}")
-    t.add_row("mean", f"{mean:.2%} ± {std:.2%}", f"{sum(result.seconds.values()) / 60:.1f}", style="bold")
+    t.add_row("mean", f"{mean:.2%} ± {std:.2%}", f"{sum(result.seconds.values()) / 60 / len(result.seconds):.1f}",
+              style="bold")
     common.err.print(t)
     common.out.print(f"{mean:.4f} {std:.4f}")
 
