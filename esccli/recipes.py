@@ -57,8 +57,8 @@ class Recipe:
     val_every: int = 10
     # An ensemble: `members` networks trained apart, whose mean probability (ensemble_mean) is the prediction.
     # Member k (0-based) is this recipe with member_variants[k % len(member_variants)] applied, seeded
-    # seed + k // len(member_variants): members that see differently augmented data disagree more, which is what
-    # the average gains from. A variant may also say how the ensemble uses its member (ENSEMBLE_KEYS): "weight",
+    # seed + k // len(member_variants) (member_seed): members that see differently augmented data disagree more,
+    # which is what the average gains from. A variant may also say how the ensemble uses its member (ENSEMBLE_KEYS): "weight",
     # what it counts for in the mean (default 1), and "seed_offset", added to its seed (default 0), so that
     # copies of one variant differ by their seed.
     members: int = 1
