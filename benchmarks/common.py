@@ -6,6 +6,7 @@ user's own data dir. ESC_BENCH_DATA names another ESC-50-shaped folder to instal
 allowed (tests/test_benchmarks.py runs the scripts on a synthetic one): figures from it are not ESC-50's.
 """
 
+import functools
 import json
 import os
 import resource
@@ -192,11 +193,17 @@ def fold_model(path):
 
 def feature_set(lm, home: Path = BENCH_HOME):
     """Every clip of the shared copy installed in `home` as a loaded model `lm` sees them (a FeatureSet built with
-    the model's own parameters, cached)."""
+    the model's own parameters, cached on disk, and read once per process for each parameters: the scripts score
+    several fold models, and ask for the features and the modulation statistics apart)."""
+    return _feature_set(Path(home), lm.params)
+
+
+@functools.lru_cache(maxsize=2)
+def _feature_set(home: Path, params):
     from esccli.featurize import load_or_build
     from esccli.paths import layout
 
-    return load_or_build(layout(prepare(home)), lm.params)
+    return load_or_build(layout(prepare(home)), params)
 
 
 def clips(lm, home: Path = BENCH_HOME):

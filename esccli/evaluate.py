@@ -52,12 +52,7 @@ def evaluate(lm: LoadedModel, fs: FeatureSet, fold: int, device: str = "cpu") ->
     if idx.size == 0:
         raise EscError(f"fold {fold} has no clips in this dataset")
     x = torch.from_numpy(fs.features[idx].astype(np.float32)).unsqueeze(1)
-    mods = None
-    if needs_modulation(lm.model):
-        if fs.modulation is None:
-            raise EscError("this model hears the clips' modulation statistics, and these features come without them",
-                           "run `esc featurize --rebuild`")
-        mods = torch.from_numpy(np.ascontiguousarray(fs.modulation[idx], np.float32))
+    mods = fs.modulation_rows(idx) if needs_modulation(lm.model) else None
     logits = predict_logits(lm.model, x, device, modulation=mods)
     return report(fs.targets[idx], logits.argmax(1).numpy())
 

@@ -59,6 +59,17 @@ class FeatureSet:
     def __len__(self) -> int:
         return len(self.filenames)
 
+    def modulation_rows(self, idx=None):
+        """The modulation statistics of the clips `idx` (all when None) as a float32 tensor, for a network that hears
+        them; a feature set without them (image features, or not from esc's cache) is refused in one line."""
+        import torch
+
+        if self.modulation is None or len(self.modulation) != len(self):
+            raise EscError("this model's texture network hears the clips' modulation statistics, and these features "
+                           "come without them", "run `esc featurize --rebuild` (they come with features in dB)")
+        rows = self.modulation if idx is None else self.modulation[idx]
+        return torch.from_numpy(np.ascontiguousarray(rows, np.float32))
+
     def digest(self) -> str:
         """A fingerprint of which clips these are (their names, classes and folds), recorded in the models trained
         on them so that a training resumes, or an ensemble is joined, only on the same clips."""

@@ -297,12 +297,15 @@ class _Batcher:
     """Windows of any files, featurised and classified `size` at a time."""
 
     def __init__(self, loaded, size: int, device, k: int, min_probability: float, keep_windows: bool):
+        from esccli.models import needs_modulation
+
         self.loaded = loaded
         self.params = loaded.params
         self.classes = loaded.classes
         self.device = device
         self.k, self.min_probability, self.keep_windows = k, min_probability, keep_windows
         self.waves = np.zeros((size, self.params.clip_samples), np.float32)
+        self.hears_modulation = needs_modulation(loaded.model)  # computed per window (flush), as featurize per clip
         self.owners: list[tuple[_File, int, float, float]] = []  # file, slot, start, end
 
     def add(self, f: _File, slot: int, start: float, end: float, samples: np.ndarray) -> None:
@@ -321,12 +324,12 @@ class _Batcher:
 
         from esccli import modulation
         from esccli.features import log_mel
-        from esccli.models import apply_net, needs_modulation
+        from esccli.models import apply_net
 
         n = len(self.owners)
         feats = torch.from_numpy(log_mel(self.waves[:n], self.params)).unsqueeze(1).to(self.device)
         mods = None
-        if needs_modulation(self.loaded.model):  # computed from each window's samples, as featurize does per clip
+        if self.hears_modulation:
             mods = modulation.statistics(torch.from_numpy(self.waves[:n]), self.params.sample_rate).to(self.device)
         with torch.inference_mode():
             probs = torch.softmax(apply_net(self.loaded.model, feats, mods).float(), dim=1).cpu().numpy()

@@ -131,8 +131,8 @@ class Recipe:
     def member_seed(self, seed: int, k: int) -> int:
         """The seed of member k: its variant's seed_offset added, and, each time the variants repeat (more members
         than variants), seeds beyond every offset, so that no two members of one variant share a seed."""
-        offsets = [v.get("seed_offset", 0) for v in self.member_variants if isinstance(v, dict)] or [0]
-        step = 1 + max(o for o in offsets if type(o) is int) if all(type(o) is int for o in offsets) else 1
+        step = 1 + max((v.get("seed_offset", 0) for v in self.member_variants  # bad offsets: problems() says so
+                        if isinstance(v, dict) and type(v.get("seed_offset", 0)) is int), default=0)
         return seed + k // max(1, len(self.member_variants)) * step + self.member_variant(k).get("seed_offset", 0)
 
     def member_weights(self) -> list[float]:

@@ -26,7 +26,7 @@ from esccli.features import FeatureParams, params_basis
 from esccli.featurize import FeatureSet
 from esccli.fsutil import remove_stale_temporaries
 from esccli.memory import keep_freed_memory
-from esccli.models import ModelConfig, build_model, count_parameters, apply_net, needs_modulation, with_test_shifts
+from esccli.models import ModelConfig, apply_net, build_model, count_parameters, with_test_shifts
 from esccli.recipes import READS_DB, Recipe
 from esccli.store import BEST, RESUME, SUFFIX
 
@@ -222,10 +222,7 @@ def modulation_of(fs: FeatureSet, recipe: Recipe) -> torch.Tensor | None:
     a feature set without them (not from esc's cache) is refused for such a recipe."""
     if not any(recipe.member(k).arch_args.get("modulation") for k in range(recipe.members)):
         return None
-    if fs.modulation is None or len(fs.modulation) != len(fs):
-        raise EscError("this recipe's texture network hears the clips' modulation statistics, and these features "
-                       "come without them", "run `esc featurize --rebuild`")
-    return torch.from_numpy(np.ascontiguousarray(fs.modulation, np.float32))
+    return fs.modulation_rows()
 
 
 def check_save_best(recipe: Recipe, save_best: bool, fold: int | None) -> None:
@@ -275,11 +272,9 @@ def front_end_outputs(model: torch.nn.Module, x: torch.Tensor, device: str,
     that hears them), in float32 on `device`; None for a network without one."""
     if not hasattr(model, "front_end"):
         return None
-    def part(i):
-        xb = x[i:i + EVAL_BATCH].to(device, torch.float32)
-        return model.front_end(xb, modulation[i:i + EVAL_BATCH]) if needs_modulation(model) else model.front_end(xb)
-
-    return torch.cat([part(i) for i in range(0, x.shape[0], EVAL_BATCH)])
+    return torch.cat([model.front_end(x[i:i + EVAL_BATCH].to(device, torch.float32),
+                                      None if modulation is None else modulation[i:i + EVAL_BATCH])
+                      for i in range(0, x.shape[0], EVAL_BATCH)])
 
 
 @torch.no_grad()

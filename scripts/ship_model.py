@@ -75,7 +75,6 @@ def main() -> None:
     }
     meta["train"]["command"] = f"python scripts/ship_model.py --preset {args.preset} --seed {args.seed}"
     meta["license"] = "CC BY-NC 3.0 (trained on ESC-50, K. J. Piczak): non-commercial use only"
-    meta["weights_stored_as"] = "float16"
     stored = half(blob["state_dict"])
     meta["train"]["float16_check"] = float16_check(final, stored)
     checkpoint.save(BUILTIN_PATH, meta, stored)
