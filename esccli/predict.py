@@ -33,7 +33,11 @@ from esccli.errors import AudioError, EscError
 DEFAULT_TOP_K = 3
 DEFAULT_BATCH_SIZE = 32  # windows per forward pass (a 5 s window is 320 KB of samples)
 HOP_FRACTION = 0.5  # default hop, as a fraction of the window
-SILENCE_PEAK = 1e-6  # a window (or a file) whose samples all stay under this is silent: nothing to classify
+# a window (or a file) whose samples all stay within this of their mean (-70 dBFS, a DC offset left out) is silent:
+# nothing to classify. The quietest ESC-50 clip peaks at -40 dBFS (2-110613-A-13), 30 dB above; 16-bit dither
+# (2 LSB, -84 dBFS), noise at -90 dBFS RMS and a bare DC offset all stay under it
+SILENCE_DBFS = -70
+SILENCE_PEAK = 10 ** (SILENCE_DBFS / 20)
 # a recording shorter than this gets a note, and audio left after a recording's last whole window gets a window of
 # its own only if it lasts this long: every sound in ESC-50 lasts longer (the shortest, 0.32 s from the first to
 # the last sample above 1e-4, in 1-100032-A-0), so the model has never heard anything so brief
@@ -99,6 +103,17 @@ class Segment:
 
 
 # --- model-free steps --------------------------------------------------------------------------------------------
+
+def is_silent(samples: np.ndarray, window: int = 0) -> bool:
+    """Whether a window holds nothing to classify: no sample of it, as the model hears it (padded with zeros to
+    `window` samples), is further than SILENCE_PEAK from their mean."""
+    if not samples.size:
+        return True
+    x = samples.astype(np.float64, copy=False)
+    mean = x.sum() / max(x.size, window)
+    padding = abs(mean) if x.size < window else 0.0
+    return max(float(np.max(np.abs(x - mean))), padding) < SILENCE_PEAK
+
 
 def window_starts(n: int, window: int, hop: int, min_tail: int = 1) -> list[tuple[int, int]]:
     """(start, end) sample positions of the windows of an n-sample recording (see the module docstring)."""
@@ -415,7 +430,7 @@ def _cut(sources: list[Source], n_classes: int, window: int, hop: int, sr: int, 
         yield "file", f, None
         try:
             for start, samples in _windows_of(f, source, window, hop, sr, block_seconds):
-                silent = not samples.size or float(np.max(np.abs(samples))) < SILENCE_PEAK
+                silent = is_silent(samples, window)
                 yield "window", f, (start / sr, (start + samples.size) / sr, None if silent else samples)
         except (AudioError, OSError) as e:
             f.result.error = _reason(e, f.result.file)
@@ -448,7 +463,7 @@ def _finish(f: _File, classes: list[str], k: int, min_probability: float, with_w
     r = f.result
     r.n_windows = len(f.slots)
     if r.error is None and f.classified == 0:
-        r.error = "silent: nothing to classify"
+        r.error = f"silent (nothing above {SILENCE_DBFS} dBFS): nothing to classify"
     if r.error is None:
         r.top = top_classes(f.sum / f.classified, classes, k, min_probability)
         r.windows = [w for w in f.slots if w is not None] if with_windows else []

@@ -94,7 +94,8 @@ def test_a_sound_at_the_very_end_of_a_recording_is_heard(model, tmp_path):
     late, last, tiny = json.loads(r.stdout)
     assert [(w["start"], w["end"]) for w in late["windows"]] == [(0.0, 1.0), (0.3, 1.3)]
     assert [(w["start"], w["end"]) for w in tiny["windows"]] == [(0.0, 1.0)]  # 0.2 s left: under SHORT_SECONDS
-    assert late["windows"][0]["class"] is None  # silent
+    assert late["windows"][0]["class"] is None and late["windows"][0]["silent"]
+    assert not late["windows"][1]["silent"]
     assert late["top"] == last["top"] == late["windows"][1]["top"]
 
 
@@ -404,7 +405,7 @@ def test_json_schema(model, tmp_path):
     assert set(rec) == JSON_KEYS | {"windows"}
     assert all(g["probability"] >= 0.2 for g in rec["top"]) and len(rec["top"]) >= 1
     w = rec["windows"][0]
-    assert set(w) == {"start", "end", "class", "category", "probability", "top"}
+    assert set(w) == {"start", "end", "class", "category", "probability", "top", "silent"}
     assert (w["start"], w["end"], w["class"]) == (0.0, 1.0, A)
     assert all(g["probability"] >= 0.2 for g in w["top"])
     assert_one_line_error(run(model, good, "--json", "--format", "csv"), "--json")
@@ -432,6 +433,33 @@ def test_csv_schema(model, tmp_path):
     assert [(w["start"], w["end"], w["rank"]) for w in per_window][::2] == [("0.000", "1.000", "1"),
                                                                           ("0.500", "1.500", "1")]
 
+    # a silent window is one row that says so, not a row of empty ranks
+    late = write(tmp_path / "late.wav", np.concatenate([np.zeros(SR, np.float32), sound(B, 0.5)]), SR)
+    rows = list(csv.DictReader(io.StringIO(run(model, late, "--format", "csv", "--windows").stdout)))
+    per_window = [(row["start"], row["class"], row["error"]) for row in rows if row["start"] != ""]
+    assert per_window[0] == ("0.000", "", "silent") and per_window[1][1:] == (B, "")
+
+
+def test_quiet_hiss_dither_and_a_dc_offset_are_silence_a_quiet_sound_is_not(model, tmp_path):
+    rng = np.random.default_rng(0)
+    n = 2 * SR
+    dither = (rng.integers(-1, 2, n) + rng.integers(-1, 2, n)) / 32768  # 16-bit TPDF dither: 2 LSB at most
+    files = {
+        "dither.wav": (dither, "PCM_16"),
+        "hiss.wav": (rng.standard_normal(n) * 10 ** (-90 / 20), "FLOAT"),  # -90 dBFS RMS
+        "dc.wav": (np.full(n, 0.25) + dither, "PCM_16"),
+        # 5 dB quieter than the quietest ESC-50 clip (peaks at -40 dBFS): still a sound
+        "quiet.wav": (sound(B, 2.0) / np.max(np.abs(sound(B, 2.0))) * 10 ** (-45 / 20), "FLOAT"),
+    }
+    paths = [write(tmp_path / name, x.astype(np.float32), SR, subtype) for name, (x, subtype) in files.items()]
+    recs = records(run(model, *paths, "--json"))
+    for name in ("dither.wav", "hiss.wav", "dc.wav"):
+        assert recs[str(tmp_path / name)]["error"].startswith("silent"), name
+    quiet = recs[str(tmp_path / "quiet.wav")]
+    assert quiet["error"] is None and quiet["top"][0]["class"] == B
+    assert core.is_silent(np.zeros(0, np.float32)) and not core.is_silent(np.array([0, 1e-3], np.float32))
+    assert core.is_silent(np.full(4, 0.5)) and not core.is_silent(np.full(4, 0.5), window=8)  # padded: a step
+
 
 # --- bad input ----------------------------------------------------------------------------------------------------
 
@@ -455,7 +483,7 @@ def bad_files(tmp_path) -> dict:
         "text.wav": "not a readable audio file",
         "header.wav": "not a readable audio file",
         "no-samples.wav": "no samples",
-        "silent.wav": "silent: nothing to classify",
+        "silent.wav": "silent (nothing above -70 dBFS): nothing to classify",
         "nan.wav": "NaN",
         "folder": "no files matching",
     }
