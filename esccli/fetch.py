@@ -22,6 +22,7 @@ import http.client
 import json
 import os
 import secrets
+import shlex
 import shutil
 import socket
 import ssl
@@ -44,7 +45,7 @@ from esccli.errors import DatasetError, DownloadError, EscError, Interrupted
 from esccli.fsutil import LockBusy, atomic_write_text, folder_lock, sha256_file
 from esccli.paths import Layout
 
-DEFAULT_URL = "https://github.com/karoldvl/ESC-50/archive/master.zip"
+DEFAULT_URL = "https://github.com/karolpiczak/ESC-50/archive/master.zip"
 ARCHIVE_NAME = "ESC-50-master.zip"   # the download's name in layout.downloads (+ ".part" while incomplete)
 MARKER = ".esc-verified.json"        # written into the dataset once it has been verified
 MARKER_VERSION = 1
@@ -72,6 +73,17 @@ class FetchResult:
         d["path"] = str(self.path)
         d["archive"] = str(self.archive) if self.archive else None
         return d
+
+
+def again_command(result: FetchResult) -> str:
+    """The command that installs a dataset again from where it came: a plain `esc fetch --force` downloads from
+    DEFAULT_URL, which is no use after an install from a file or another address."""
+    words = ["esc", "fetch", "--force"]
+    if result.source != DEFAULT_URL:
+        words += ["--url" if "://" in result.source else "--from", shlex.quote(result.source)]
+    if not result.full:
+        words.append("--allow-subset")
+    return " ".join(words)
 
 
 def fetch_dataset(

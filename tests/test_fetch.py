@@ -23,7 +23,8 @@ import synthetic
 from esccli.cli import app
 from esccli.dataset import verify_dataset
 from esccli.errors import DatasetError, DownloadError, EscError
-from esccli.fetch import ARCHIVE_NAME, MARKER, MAX_RETRIES, download, fetch_dataset, read_marker
+from esccli.fetch import (ARCHIVE_NAME, DEFAULT_URL, MARKER, MAX_RETRIES, FetchResult, again_command, download,
+                          fetch_dataset, read_marker)
 from esccli.paths import Layout
 
 runner = CliRunner()
@@ -623,6 +624,17 @@ def test_cli_install_then_nothing_to_do(tiny, esc_home):
     assert "Installed" in r.stdout and "250 clips" in r.stdout
     r = runner.invoke(app, ["fetch", "--from", str(tiny[1]), "--allow-subset"])
     assert r.exit_code == 0 and "already installed" in r.stdout and len(r.stdout.strip().splitlines()) == 1
+    # the way to install it again names where it came from: a bare --force would download from GitHub
+    assert r.stdout.strip().endswith(f"To install it again: esc fetch --force --from {tiny[1]} --allow-subset")
+
+
+def test_the_command_to_install_again_names_the_source():
+    def again(source, full=True):
+        return again_command(FetchResult(Path("/d"), 2000, source, True, full))
+
+    assert again(DEFAULT_URL) == "esc fetch --force"
+    assert again("http://127.0.0.1:8000/a b.zip") == "esc fetch --force --url 'http://127.0.0.1:8000/a b.zip'"
+    assert again("/data/ESC-50-master", full=False) == "esc fetch --force --from /data/ESC-50-master --allow-subset"
 
 
 def test_cli_json(tiny, esc_home):

@@ -31,7 +31,7 @@ def fetch(
     The download resumes where it stopped if interrupted. Nothing is installed until every clip has been
     checked; a dataset already installed stays until its replacement is complete.
     """
-    from esccli.fetch import fetch_dataset
+    from esccli.fetch import again_command, fetch_dataset
 
     layout = common.layout()
     bars = _Bars()
@@ -47,8 +47,8 @@ def fetch(
     what = "ESC-50" if result.full else "an ESC-50 subset"
     if result.already_present:
         common.out.print(f"{what[0].upper() + what[1:]} is already installed in {result.path} ({result.clips} "
-                         "clips, verified when installed, all still there): nothing to do. Use --force to fetch it "
-                         "again.", markup=False)
+                         f"clips, verified when installed, all still there): nothing to do. To install it again: "
+                         f"{again_command(result)}", markup=False)
         return
     common.out.print(f"Installed {what} in {result.path}: {result.clips} clips, all verified.", markup=False)
     if result.archive:
