@@ -74,8 +74,12 @@ def check_resumable(name: str, paths: list[Path], cv: bool = False) -> None:
     (one path per fold) a finished fold counts, as cross-validation goes on after it. train and run_cv check again
     as they go."""
     if not any(saved_progress(p) or (cv and Path(p).is_file()) for p in paths):
+        where = Path(paths[0]).parent
+        if any(Path(p).is_file() for p in paths):  # without --resume, its name is taken: a hint to that would loop
+            raise EscError(f"nothing to resume: {name} finished its training in {where}",
+                           "use --force to train it again, or --name for a new model")
         what = f"no fold of {name} was finished or started" if cv else f"no training of {name} was interrupted"
-        raise EscError(f"nothing to resume: {what} in {Path(paths[0]).parent}", "run again without --resume")
+        raise EscError(f"nothing to resume: {what} in {where}", "run again without --resume")
 
 
 def is_member(meta: dict, recipe: Recipe, k: int, fold: int | None, seed: int, precision: str, fs) -> bool:

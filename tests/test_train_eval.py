@@ -455,6 +455,12 @@ def test_cli_resume_with_nothing_to_resume_says_so_before_anything_else(synth_da
     r = runner.invoke(app, ["train", "--epochs", "1", "--cv", "--name", "x", "--resume"])
     assert_one_line_error(r, "nothing to resume: no fold of x was finished or started")
     assert not (esc_home / "features").exists()  # refused before the features were built
+    # a finished model: without --resume its name is taken, so the hint must not say "without --resume"
+    (esc_home / "models").mkdir(exist_ok=True)
+    (esc_home / "models" / "default-fold5.pt").write_bytes(b"a finished model")
+    r = runner.invoke(app, ["train", "--epochs", "1", "--resume"])
+    assert_one_line_error(r, "nothing to resume: default-fold5 finished its training", "--force", "--name")
+    assert "without --resume" not in r.stderr
 
 
 def test_damaged_and_foreign_model_files_are_refused(trained_model, tmp_path):
