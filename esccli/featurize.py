@@ -204,8 +204,10 @@ def load_or_build(
     jobs: int | None = None,
     rebuild: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> FeatureSet:
-    """The features of every clip for `params`: from the cache when it is intact, else computed and cached."""
+    """The features of every clip for `params`: from the cache when it is intact, else computed and cached.
+    notify(message) says why a cache that is there is rebuilt."""
     check_params(params)
     root = Path(dataset_root) if dataset_root else layout.dataset
     if not (root / META_CSV).is_file():
@@ -220,11 +222,20 @@ def load_or_build(
             stamps = audio_stamps(paths)
             remove_stale_temporaries(folder, older_than=0)  # we hold its lock: a killed writer's, none in use
             if not rebuild:
-                cached = read_cache(folder, params)
-                # index.json has no checksum of its own: its clip list must be the dataset's, clip for clip, and
-                # the audio files the ones it was computed from
-                if cached is not None and _describes(cached, clips) and stamps is not None and cached.audio == stamps:
+                try:
+                    cached = load_cache(folder, params)
+                    # index.json has no checksum of its own: its clip list must be the dataset's, clip for clip,
+                    # and the audio files the ones it was computed from
+                    if not _describes(cached, clips):
+                        raise CacheProblem("its clip list is not the dataset's")
+                    if stamps is None or cached.audio != stamps:
+                        raise CacheProblem("the dataset's audio files changed since it was built")
                     return cached
+                except FileNotFoundError:
+                    pass  # no cache yet
+                except CacheProblem as e:
+                    if notify:
+                        notify(f"rebuilding the feature cache in {folder}: {e}")
             jobs = jobs or default_jobs()
             check_memory(params, len(clips), jobs)
             check_bands(params)
@@ -352,36 +363,60 @@ def write_cache(folder: Path, fs: FeatureSet, csv_sha: str) -> None:
     atomic_write_text(folder / "index.json", json.dumps(index))  # written last: its presence marks a whole cache
 
 
+class CacheProblem(Exception):
+    """Why a feature cache that is there cannot be used (it is then rebuilt)."""
+
+
 def read_cache(folder: Path, params: FeatureParams) -> FeatureSet | None:
     """The cached FeatureSet, or None when the cache is missing, damaged or for other parameters."""
     try:
+        return load_cache(folder, params)
+    except (CacheProblem, FileNotFoundError):
+        return None
+
+
+def load_cache(folder: Path, params: FeatureParams) -> FeatureSet:
+    """The cached FeatureSet; FileNotFoundError when there is no cache, CacheProblem saying why one is not usable."""
+    if not (folder / "index.json").is_file():
+        raise FileNotFoundError(folder / "index.json")
+    try:
         index = json.loads((folder / "index.json").read_text())
-        if not isinstance(index, dict) or index.get("format") != CACHE_FORMAT \
-                or FeatureParams.from_dict(index["params"]) != params:
-            return None
+        if not isinstance(index, dict):
+            raise CacheProblem("its index.json is damaged")
+        if index.get("format") != CACHE_FORMAT:
+            raise CacheProblem(f"it was made by another version of esc (cache format {index.get('format')}, "
+                               f"this one reads {CACHE_FORMAT})")
+        if FeatureParams.from_dict(index["params"]) != params:
+            raise CacheProblem("it holds features with other parameters")
         npy = folder / "features.npy"
         if sha256_file(npy) != index["sha256"]:
-            return None
+            raise CacheProblem("features.npy does not match its checksum")
         features = np.load(npy, allow_pickle=False)
         about, mods = index["modulation"], None
         if (about is None) == has_modulation(params):
-            return None
+            raise CacheProblem("it lacks the modulation statistics" if about is None
+                               else "it holds modulation statistics these features do not have")
         if about is not None:
-            if about["version"] != modulation.VERSION or sha256_file(folder / "modulation.npy") != about["sha256"]:
-                return None
+            if about["version"] != modulation.VERSION:
+                raise CacheProblem(f"its modulation statistics are of version {about['version']}, "
+                                   f"this esc computes version {modulation.VERSION}")
+            if sha256_file(folder / "modulation.npy") != about["sha256"]:
+                raise CacheProblem("modulation.npy does not match its checksum")
             mods = np.load(folder / "modulation.npy", allow_pickle=False)
         clips = index["clips"]
         filenames = [str(c["filename"]) for c in clips]
         targets = np.array([c["target"] for c in clips], np.int64)
         folds = np.array([c["fold"] for c in clips], np.int64)
         audio = index.get("audio")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError):
-        return None
+    except FileNotFoundError as e:
+        raise CacheProblem(f"{Path(e.filename or '').name or 'a file'} is missing") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError) as e:
+        raise CacheProblem(f"it cannot be read ({type(e).__name__})") from None
     if not isinstance(features, np.ndarray) or features.dtype != np.float16 or index.get("dtype") != "float16" \
             or list(features.shape) != index["shape"] or features.shape[0] != len(filenames) \
             or features.shape[1:] != (params.n_mels, params.frames):
-        return None
+        raise CacheProblem("features.npy does not have the shape or type its index says")
     if about is not None and (not isinstance(mods, np.ndarray) or mods.dtype != np.float32
                               or list(mods.shape) != about["shape"] or mods.shape != (len(filenames), modulation.COUNT)):
-        return None
+        raise CacheProblem("modulation.npy does not have the shape or type its index says")
     return FeatureSet(features, targets, folds, filenames, params, folder, audio=audio, modulation=mods)

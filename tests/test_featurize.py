@@ -289,8 +289,13 @@ def test_a_damaged_cache_is_rebuilt_never_used(esc_home, small, damage):
     assert not load_or_build(L, PARAMS, dataset_root=root, jobs=1).built  # the copy is a valid cache
 
     DAMAGE[damage](folder)
-    fs = load_or_build(L, PARAMS, dataset_root=root, jobs=1)
+    said = []
+    fs = load_or_build(L, PARAMS, dataset_root=root, jobs=1, notify=said.append)
     assert fs.built, f"a cache with {damage} was used"
+    if damage == "index.json deleted":  # what a writer killed before its last step leaves: no cache, said nothing
+        assert said == []
+    else:  # a cache that is there is not rebuilt without a word
+        assert len(said) == 1 and said[0].startswith(f"rebuilding the feature cache in {folder}: "), said
     assert same_features(fs, fresh)  # what a fresh build gives
     again = read_cache(folder, PARAMS)  # and the rebuilt cache on disk is whole
     assert again is not None and same_features(again, fresh)

@@ -27,7 +27,8 @@ def build_features(params, jobs: Optional[int] = None, rebuild: bool = False):
     with common.progress_bar() as bar:
         task = bar.add_task("featurizing", total=None)
         fs = load_or_build(common.layout(), params, jobs=jobs, rebuild=rebuild,
-                           progress=lambda done, total: bar.update(task, completed=done, total=total))
+                           progress=lambda done, total: bar.update(task, completed=done, total=total),
+                           notify=common.note_line)
     return fs
 
 
