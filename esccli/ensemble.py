@@ -77,7 +77,7 @@ def check_resumable(name: str, paths: list[Path], cv: bool = False) -> None:
         where = Path(paths[0]).parent
         if any(Path(p).is_file() for p in paths):  # without --resume, its name is taken: a hint to that would loop
             raise EscError(f"nothing to resume: {name} finished its training in {where}",
-                           "use --force to train it again, or --name for a new model")
+                           "run again without --resume, with --force to train it again or --name for a new model")
         what = f"no fold of {name} was finished or started" if cv else f"no training of {name} was interrupted"
         raise EscError(f"nothing to resume: {what} in {where}", "run again without --resume")
 

@@ -25,6 +25,7 @@ from esccli import __version__, modulation
 from esccli.audio import load_audio
 from esccli.dataset import META_CSV, Clip, audio_path, length_problem, read_metadata
 from esccli.errors import AudioError, DatasetError, EscError
+from esccli.fetch import reinstall_command
 from esccli.features import FeatureParams, log_mel, pad_or_trim, params_basis
 from esccli.fsutil import atomic_write, atomic_write_text, folder_lock, remove_stale_temporaries, sha256_file
 from esccli.memory import physical_memory
@@ -169,7 +170,7 @@ def audio_paths(root: Path, clips: list[Clip]) -> list[Path]:
         p = audio_path(root, c.filename)
         if p is None:
             raise DatasetError(f"{c.filename} is listed in the csv but missing from {root / 'audio'}",
-                               "run `esc fetch --force` to reinstall ESC-50")
+                               f"run `{reinstall_command(root)}` to reinstall ESC-50")
         paths.append(p)
     return paths
 
@@ -323,7 +324,9 @@ def _featurize_files(paths: list[str], params: FeatureParams) -> tuple[np.ndarra
     return log_mel(waves, params).astype(np.float16), mods
 
 
-DAMAGED = "the installed ESC-50 is damaged: run `esc fetch --force` to reinstall it"
+def _damaged(path: str) -> str:
+    """The hint for a clip of the installed dataset (root/audio/clip) that cannot be used."""
+    return f"the installed ESC-50 is damaged: run `{reinstall_command(Path(path).parent.parent)}` to reinstall it"
 
 
 def _dataset_clip(path: str, sample_rate: int) -> np.ndarray:
@@ -331,10 +334,10 @@ def _dataset_clip(path: str, sample_rate: int) -> np.ndarray:
     try:
         wave = load_audio(path, sample_rate)
     except AudioError as e:
-        raise DatasetError(e.message, DAMAGED) from None
+        raise DatasetError(e.message, _damaged(path)) from None
     problem = length_problem(len(wave), sample_rate)
     if problem:
-        raise DatasetError(f"{path}: {problem}", DAMAGED)
+        raise DatasetError(f"{path}: {problem}", _damaged(path))
     return wave
 
 
@@ -381,42 +384,53 @@ def load_cache(folder: Path, params: FeatureParams) -> FeatureSet:
         raise FileNotFoundError(folder / "index.json")
     try:
         index = json.loads((folder / "index.json").read_text())
-        if not isinstance(index, dict):
-            raise CacheProblem("its index.json is damaged")
-        if index.get("format") != CACHE_FORMAT:
-            raise CacheProblem(f"it was made by another version of esc (cache format {index.get('format')}, "
-                               f"this one reads {CACHE_FORMAT})")
-        if FeatureParams.from_dict(index["params"]) != params:
-            raise CacheProblem("it holds features with other parameters")
-        npy = folder / "features.npy"
-        if sha256_file(npy) != index["sha256"]:
-            raise CacheProblem("features.npy does not match its checksum")
-        features = np.load(npy, allow_pickle=False)
-        about, mods = index["modulation"], None
-        if (about is None) == has_modulation(params):
-            raise CacheProblem("it lacks the modulation statistics" if about is None
-                               else "it holds modulation statistics these features do not have")
-        if about is not None:
-            if about["version"] != modulation.VERSION:
-                raise CacheProblem(f"its modulation statistics are of version {about['version']}, "
-                                   f"this esc computes version {modulation.VERSION}")
-            if sha256_file(folder / "modulation.npy") != about["sha256"]:
-                raise CacheProblem("modulation.npy does not match its checksum")
-            mods = np.load(folder / "modulation.npy", allow_pickle=False)
-        clips = index["clips"]
-        filenames = [str(c["filename"]) for c in clips]
-        targets = np.array([c["target"] for c in clips], np.int64)
-        folds = np.array([c["fold"] for c in clips], np.int64)
-        audio = index.get("audio")
+    except (OSError, ValueError, RecursionError):  # unreadable, not json (or not text), nested beyond reason
+        raise CacheProblem("its index.json is damaged") from None
+    try:
+        return _cached(folder, params, index)
     except FileNotFoundError as e:
         raise CacheProblem(f"{Path(e.filename or '').name or 'a file'} is missing") from None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError) as e:
-        raise CacheProblem(f"it cannot be read ({type(e).__name__})") from None
-    if not isinstance(features, np.ndarray) or features.dtype != np.float16 or index.get("dtype") != "float16" \
-            or list(features.shape) != index["shape"] or features.shape[0] != len(filenames) \
-            or features.shape[1:] != (params.n_mels, params.frames):
+    except KeyError as e:
+        raise CacheProblem(f"its index.json lacks {e}") from None
+    except (OSError, ValueError, TypeError, AttributeError, OverflowError, RecursionError):
+        raise CacheProblem("its index.json is damaged") from None
+
+
+def _cached(folder: Path, params: FeatureParams, index) -> FeatureSet:
+    """load_cache's checks, once index.json is read: any of them failing is a CacheProblem or a KeyError (an entry
+    missing), ValueError or TypeError (an entry of the wrong kind)."""
+    if not isinstance(index, dict):
+        raise CacheProblem("its index.json is damaged")
+    if index.get("format") != CACHE_FORMAT:
+        raise CacheProblem(f"it was made by another version of esc (cache format {index.get('format')}, "
+                           f"this one reads {CACHE_FORMAT})")
+    if FeatureParams.from_dict(index["params"]) != params:
+        raise CacheProblem("it holds features with other parameters")
+    npy = folder / "features.npy"
+    if sha256_file(npy) != index["sha256"]:
+        raise CacheProblem("features.npy does not match its checksum")
+    features = np.load(npy, allow_pickle=False)
+    about, mods = index["modulation"], None
+    if (about is None) == has_modulation(params):
+        raise CacheProblem("it lacks the modulation statistics" if about is None
+                           else "it holds modulation statistics these features do not have")
+    if about is not None:
+        if about["version"] != modulation.VERSION:
+            raise CacheProblem(f"its modulation statistics are of version {about['version']}, "
+                               f"this esc computes version {modulation.VERSION}")
+        if sha256_file(folder / "modulation.npy") != about["sha256"]:
+            raise CacheProblem("modulation.npy does not match its checksum")
+        mods = np.load(folder / "modulation.npy", allow_pickle=False)
+    clips = index["clips"]
+    filenames = [str(c["filename"]) for c in clips]
+    targets = np.array([c["target"] for c in clips], np.int64)
+    folds = np.array([c["fold"] for c in clips], np.int64)
+    if not isinstance(features, np.ndarray) or features.dtype != np.float16 or index["dtype"] != "float16" \
+            or list(features.shape) != index["shape"] or features.shape[1:] != (params.n_mels, params.frames):
         raise CacheProblem("features.npy does not have the shape or type its index says")
+    if features.shape[0] != len(filenames):
+        raise CacheProblem(f"its index lists {len(filenames)} clips, features.npy holds {features.shape[0]}")
     if about is not None and (not isinstance(mods, np.ndarray) or mods.dtype != np.float32
                               or list(mods.shape) != about["shape"] or mods.shape != (len(filenames), modulation.COUNT)):
         raise CacheProblem("modulation.npy does not have the shape or type its index says")
-    return FeatureSet(features, targets, folds, filenames, params, folder, audio=audio, modulation=mods)
+    return FeatureSet(features, targets, folds, filenames, params, folder, audio=index.get("audio"), modulation=mods)

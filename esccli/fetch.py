@@ -46,6 +46,7 @@ from esccli.fsutil import LockBusy, atomic_write_text, folder_lock, sha256_file
 from esccli.paths import Layout
 
 DEFAULT_URL = "https://github.com/karolpiczak/ESC-50/archive/master.zip"
+OLD_URLS = ("https://github.com/karoldvl/ESC-50/archive/master.zip",)  # earlier defaults, named by older installs
 ARCHIVE_NAME = "ESC-50-master.zip"   # the download's name in layout.downloads (+ ".part" while incomplete)
 MARKER = ".esc-verified.json"        # written into the dataset once it has been verified
 MARKER_VERSION = 1
@@ -75,15 +76,28 @@ class FetchResult:
         return d
 
 
-def again_command(result: FetchResult) -> str:
-    """The command that installs a dataset again from where it came: a plain `esc fetch --force` downloads from
-    DEFAULT_URL, which is no use after an install from a file or another address."""
+def again_command(source: str | None, full: bool = True) -> str:
+    """The command that installs ESC-50 again from `source` (the URL, archive or folder an install came from;
+    None or a local path that is gone: a download from DEFAULT_URL). A bare `esc fetch --force` downloads, which is
+    no use after an install from a file or from another address."""
     words = ["esc", "fetch", "--force"]
-    if result.source != DEFAULT_URL:
-        words += ["--url" if "://" in result.source else "--from", shlex.quote(result.source)]
-    if not result.full:
+    if source and source != DEFAULT_URL and source not in OLD_URLS:
+        if "://" in source:
+            words += ["--url", shlex.quote(source)]
+        elif Path(source).exists():
+            words += ["--from", shlex.quote(source)]
+    if not full:
         words.append("--allow-subset")
     return " ".join(words)
+
+
+def reinstall_command(root: Path) -> str:
+    """again_command for the dataset installed at `root`, from its verification record (a copy put there by hand
+    has none: a download)."""
+    marker = read_marker(root) or {}
+    source = marker.get("source")
+    return again_command(source if isinstance(source, str) and source != str(root) else None,
+                         full=marker.get("full", True) is not False)
 
 
 def fetch_dataset(

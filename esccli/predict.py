@@ -72,6 +72,10 @@ class Window(NamedTuple):
     probability: float | None
     top: list[Guess]
 
+    @property
+    def silent(self) -> bool:
+        return self.name is None
+
 
 @dataclass
 class FileResult:
@@ -104,15 +108,14 @@ class Segment:
 
 # --- model-free steps --------------------------------------------------------------------------------------------
 
-def is_silent(samples: np.ndarray, window: int = 0) -> bool:
-    """Whether a window holds nothing to classify: no sample of it, as the model hears it (padded with zeros to
-    `window` samples), is further than SILENCE_PEAK from their mean."""
+def is_silent(samples: np.ndarray) -> bool:
+    """Whether a window holds nothing to classify: none of its samples is further than SILENCE_PEAK from their
+    mean (a DC offset is not a sound; a lone sample has no offset to tell from it, and is judged as it is). The
+    zero padding of a short window is left out: an offset there would be heard as a step into silence."""
     if not samples.size:
         return True
     x = samples.astype(np.float64, copy=False)
-    mean = x.sum() / max(x.size, window)
-    padding = abs(mean) if x.size < window else 0.0
-    return max(float(np.max(np.abs(x - mean))), padding) < SILENCE_PEAK
+    return float(np.max(np.abs(x - (x.mean() if x.size > 1 else 0.0)))) < SILENCE_PEAK
 
 
 def window_starts(n: int, window: int, hop: int, min_tail: int = 1) -> list[tuple[int, int]]:
@@ -203,7 +206,7 @@ def timeline(windows: list[Window], duration: float, min_probability: float = 0.
 
 
 def _key(w: Window, min_probability: float) -> tuple[str, str | None]:
-    if w.name is None:
+    if w.silent:
         return "silent", None
     if w.probability < min_probability:
         return "unsure", None
@@ -430,7 +433,7 @@ def _cut(sources: list[Source], n_classes: int, window: int, hop: int, sr: int, 
         yield "file", f, None
         try:
             for start, samples in _windows_of(f, source, window, hop, sr, block_seconds):
-                silent = is_silent(samples, window)
+                silent = is_silent(samples)
                 yield "window", f, (start / sr, (start + samples.size) / sr, None if silent else samples)
         except (AudioError, OSError) as e:
             f.result.error = _reason(e, f.result.file)
@@ -463,7 +466,7 @@ def _finish(f: _File, classes: list[str], k: int, min_probability: float, with_w
     r = f.result
     r.n_windows = len(f.slots)
     if r.error is None and f.classified == 0:
-        r.error = f"silent (nothing above {SILENCE_DBFS} dBFS): nothing to classify"
+        r.error = f"silent (nothing above {SILENCE_DBFS} dBFS): nothing to classify; amplify it if it holds a sound"
     if r.error is None:
         r.top = top_classes(f.sum / f.classified, classes, k, min_probability)
         r.windows = [w for w in f.slots if w is not None] if with_windows else []

@@ -277,6 +277,25 @@ DAMAGE = {
     "a modulation array of another shape, its record to match": other_shaped_modulation,
     "no modulation statistics recorded for features in dB": lambda d: edit_index(d, lambda ix: ix.update(modulation=None)),
     "a killed writer's leftovers": killed_writer,
+    "no shape recorded": lambda d: edit_index(d, lambda ix: ix.pop("shape")),
+    "no shape recorded for the modulation statistics": lambda d: edit_index(d, lambda ix: ix["modulation"].pop("shape")),
+    "index.json nested beyond reason": lambda d: (d / "index.json").write_text("[" * 100_000),
+}
+
+# what the note says for some of them (every one gets a note but "index.json deleted")
+REASON = {
+    "a flipped byte in the data": "features.npy does not match its checksum",
+    "features.npy deleted": "features.npy is missing",
+    "index.json not json": "its index.json is damaged",
+    "index.json binary": "its index.json is damaged",
+    "wrong clip count": f"its index lists {N_SMALL - 1} clips, features.npy holds {N_SMALL}",
+    "swapped file names": "its clip list is not the dataset's",
+    "future format": "it was made by another version of esc (cache format 99, this one reads 2)",
+    "another size recorded for a clip's audio": "the dataset's audio files changed since it was built",
+    "modulation.npy deleted": "modulation.npy is missing",
+    "no record of the modulation statistics": "its index.json lacks 'modulation'",
+    "no shape recorded": "its index.json lacks 'shape'",
+    "index.json nested beyond reason": "its index.json is damaged",
 }
 
 
@@ -296,6 +315,7 @@ def test_a_damaged_cache_is_rebuilt_never_used(esc_home, small, damage):
         assert said == []
     else:  # a cache that is there is not rebuilt without a word
         assert len(said) == 1 and said[0].startswith(f"rebuilding the feature cache in {folder}: "), said
+        assert said[0].endswith(REASON.get(damage, "")), said
     assert same_features(fs, fresh)  # what a fresh build gives
     again = read_cache(folder, PARAMS)  # and the rebuilt cache on disk is whole
     assert again is not None and same_features(again, fresh)

@@ -23,8 +23,8 @@ import synthetic
 from esccli.cli import app
 from esccli.dataset import verify_dataset
 from esccli.errors import DatasetError, DownloadError, EscError
-from esccli.fetch import (ARCHIVE_NAME, DEFAULT_URL, MARKER, MAX_RETRIES, FetchResult, again_command, download,
-                          fetch_dataset, read_marker)
+from esccli.fetch import (ARCHIVE_NAME, DEFAULT_URL, MARKER, MAX_RETRIES, OLD_URLS, again_command, download,
+                          fetch_dataset, read_marker, reinstall_command)
 from esccli.paths import Layout
 
 runner = CliRunner()
@@ -628,13 +628,17 @@ def test_cli_install_then_nothing_to_do(tiny, esc_home):
     assert r.stdout.strip().endswith(f"To install it again: esc fetch --force --from {tiny[1]} --allow-subset")
 
 
-def test_the_command_to_install_again_names_the_source():
-    def again(source, full=True):
-        return again_command(FetchResult(Path("/d"), 2000, source, True, full))
+def test_the_command_to_install_again_names_the_source(tmp_path, layout, tiny):
+    assert again_command(DEFAULT_URL) == again_command(None) == "esc fetch --force"
+    assert again_command(OLD_URLS[0]) == "esc fetch --force"  # an install from the old default: the new default
+    assert again_command("http://127.0.0.1:8000/a b.zip") == "esc fetch --force --url 'http://127.0.0.1:8000/a b.zip'"
+    assert again_command(str(tmp_path), full=False) == f"esc fetch --force --from {tmp_path} --allow-subset"
+    assert again_command(str(tmp_path / "gone.zip")) == "esc fetch --force"  # nothing there to install from
 
-    assert again(DEFAULT_URL) == "esc fetch --force"
-    assert again("http://127.0.0.1:8000/a b.zip") == "esc fetch --force --url 'http://127.0.0.1:8000/a b.zip'"
-    assert again("/data/ESC-50-master", full=False) == "esc fetch --force --from /data/ESC-50-master --allow-subset"
+    fetch_dataset(layout, source=tiny[1], allow_subset=True)
+    assert reinstall_command(layout.dataset) == f"esc fetch --force --from {tiny[1]} --allow-subset"
+    (layout.dataset / MARKER).unlink()  # a copy put there by hand: not "from itself"
+    assert reinstall_command(layout.dataset) == "esc fetch --force"
 
 
 def test_cli_json(tiny, esc_home):

@@ -448,17 +448,18 @@ def test_quiet_hiss_dither_and_a_dc_offset_are_silence_a_quiet_sound_is_not(mode
         "dither.wav": (dither, "PCM_16"),
         "hiss.wav": (rng.standard_normal(n) * 10 ** (-90 / 20), "FLOAT"),  # -90 dBFS RMS
         "dc.wav": (np.full(n, 0.25) + dither, "PCM_16"),
+        "short-dc.wav": (np.full(SR // 2, 0.25) + dither[: SR // 2], "PCM_16"),  # shorter than a window: padded
         # 5 dB quieter than the quietest ESC-50 clip (peaks at -40 dBFS): still a sound
         "quiet.wav": (sound(B, 2.0) / np.max(np.abs(sound(B, 2.0))) * 10 ** (-45 / 20), "FLOAT"),
     }
     paths = [write(tmp_path / name, x.astype(np.float32), SR, subtype) for name, (x, subtype) in files.items()]
     recs = records(run(model, *paths, "--json"))
-    for name in ("dither.wav", "hiss.wav", "dc.wav"):
+    for name in ("dither.wav", "hiss.wav", "dc.wav", "short-dc.wav"):
         assert recs[str(tmp_path / name)]["error"].startswith("silent"), name
     quiet = recs[str(tmp_path / "quiet.wav")]
     assert quiet["error"] is None and quiet["top"][0]["class"] == B
     assert core.is_silent(np.zeros(0, np.float32)) and not core.is_silent(np.array([0, 1e-3], np.float32))
-    assert core.is_silent(np.full(4, 0.5)) and not core.is_silent(np.full(4, 0.5), window=8)  # padded: a step
+    assert core.is_silent(np.full(4, 0.5)) and not core.is_silent(np.array([0.5]))  # a lone sample: judged as it is
 
 
 # --- bad input ----------------------------------------------------------------------------------------------------
@@ -483,7 +484,7 @@ def bad_files(tmp_path) -> dict:
         "text.wav": "not a readable audio file",
         "header.wav": "not a readable audio file",
         "no-samples.wav": "no samples",
-        "silent.wav": "silent (nothing above -70 dBFS): nothing to classify",
+        "silent.wav": "silent (nothing above -70 dBFS): nothing to classify; amplify it if it holds a sound",
         "nan.wav": "NaN",
         "folder": "no files matching",
     }

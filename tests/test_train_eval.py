@@ -459,8 +459,10 @@ def test_cli_resume_with_nothing_to_resume_says_so_before_anything_else(synth_da
     (esc_home / "models").mkdir(exist_ok=True)
     (esc_home / "models" / "default-fold5.pt").write_bytes(b"a finished model")
     r = runner.invoke(app, ["train", "--epochs", "1", "--resume"])
-    assert_one_line_error(r, "nothing to resume: default-fold5 finished its training", "--force", "--name")
-    assert "without --resume" not in r.stderr
+    assert_one_line_error(r, "nothing to resume: default-fold5 finished its training", "without --resume, with --force")
+    r = runner.invoke(app, ["train", "--epochs", "1"])  # and without --resume, nothing points back to it
+    assert_one_line_error(r, "a model named 'default-fold5' exists already", "--force")
+    assert "--resume" not in r.stderr
 
 
 def test_damaged_and_foreign_model_files_are_refused(trained_model, tmp_path):

@@ -31,7 +31,7 @@ def fetch(
     The download resumes where it stopped if interrupted. Nothing is installed until every clip has been
     checked; a dataset already installed stays until its replacement is complete.
     """
-    from esccli.fetch import again_command, fetch_dataset
+    from esccli.fetch import fetch_dataset, reinstall_command
 
     layout = common.layout()
     bars = _Bars()
@@ -48,7 +48,7 @@ def fetch(
     if result.already_present:
         common.out.print(f"{what[0].upper() + what[1:]} is already installed in {result.path} ({result.clips} "
                          f"clips, verified when installed, all still there): nothing to do. To install it again: "
-                         f"{again_command(result)}", markup=False)
+                         f"{reinstall_command(result.path)}", markup=False)
         return
     common.out.print(f"Installed {what} in {result.path}: {result.clips} clips, all verified.", markup=False)
     if result.archive:

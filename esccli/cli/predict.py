@@ -162,7 +162,7 @@ def _record(r, with_windows: bool) -> dict:
         rec["windows"] = [{"start": round(w.start, 3), "end": round(w.end, 3), "class": w.name,
                            "category": _category(w.name),
                            "probability": None if w.probability is None else round(w.probability, 6),
-                           "top": _guesses(w.top), "silent": w.name is None} for w in r.windows]
+                           "top": _guesses(w.top), "silent": w.silent} for w in r.windows]
     rec["note"] = r.note
     rec["error"] = r.error
     return rec
@@ -190,7 +190,7 @@ def _write_csv(results, with_windows: bool) -> None:
         if with_windows:
             for win in r.windows:
                 times = [f"{win.start:.3f}", f"{win.end:.3f}"]
-                if win.name is None:  # silent: not classified (a window whose classes are all unsure has no rows)
+                if win.silent:  # not classified: one row that says so
                     w.writerow([r.file, *times, "", "", "", "", "silent"])
                     continue
                 for row in _rank_rows(win.top) or [["", "", "", ""]]:
@@ -249,7 +249,7 @@ def _render_tables(results, window_seconds: float, min_confidence: float, every_
             tl.add_column("classes")
             for w in r.windows:
                 label = ", ".join(f"{g.name} {g.probability:.0%}" for g in w.top) if w.top else \
-                    ("(silence)" if w.name is None else "(unsure)")
+                    ("(silence)" if w.silent else "(unsure)")
                 tl.add_row(_clock(w.start), _clock(w.end), Text(label))
         else:
             tl.add_column("class")

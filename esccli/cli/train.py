@@ -98,7 +98,9 @@ def train(
     if not (force or resume):
         taken = [t for t in targets if store.model_path(layout, t).exists()]
         if taken:
-            raise EscError(f"a model named {taken[0]!r} exists already", "use --name, --force to overwrite, or --resume")
+            resumable = any(saved_progress(store.model_path(layout, t)) for t in targets)
+            raise EscError(f"a model named {taken[0]!r} exists already",
+                           "use --name, --force to overwrite" + (", or --resume" if resumable else ""))
     if resume:
         check_resumable(name, [store.model_path(layout, t) for t in targets], cv)  # before the recipe is shown
     else:
