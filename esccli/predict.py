@@ -33,11 +33,15 @@ from esccli.errors import AudioError, EscError
 DEFAULT_TOP_K = 3
 DEFAULT_BATCH_SIZE = 32  # windows per forward pass (a 5 s window is 320 KB of samples)
 HOP_FRACTION = 0.5  # default hop, as a fraction of the window
-# a window (or a file) whose samples all stay within this of their mean (-70 dBFS, a DC offset left out) is silent:
-# nothing to classify. The quietest ESC-50 clip peaks at -40 dBFS (2-110613-A-13), 30 dB above; 16-bit dither
-# (2 LSB, -84 dBFS), noise at -90 dBFS RMS and a bare DC offset all stay under it
+# a window (or a file) is silent, nothing to classify, when under SILENCE_SECONDS of its samples (in all) stand out
+# of their mean (a DC offset is not a sound) by SILENCE_DBFS or more. The quietest ESC-50 clip peaks at -40 dBFS
+# (2-110613-A-13), 30 dB above; 16-bit dither (2 LSB, -84 dBFS), noise at -90 dBFS RMS and a bare DC offset stay
+# under it. The few ms allowed are the resampler's ringing at the ends of a recording that does not start and end
+# at zero (a DC offset at 44.1 kHz: about 15 samples at 16 kHz at each end; from 8 kHz, 40); the briefest sound in
+# ESC-50 lasts 0.32 s (below)
 SILENCE_DBFS = -70
 SILENCE_PEAK = 10 ** (SILENCE_DBFS / 20)
+SILENCE_SECONDS = 0.01
 # a recording shorter than this gets a note, and audio left after a recording's last whole window gets a window of
 # its own only if it lasts this long: every sound in ESC-50 lasts longer (the shortest, 0.32 s from the first to
 # the last sample above 1e-4, in 1-100032-A-0), so the model has never heard anything so brief
@@ -88,6 +92,7 @@ class FileResult:
     n_windows: int = 0
     error: str | None = None
     note: str | None = None  # something to know about a result that is given (a recording too short to mean much)
+    silent: bool = False  # every window silent: the error says so
 
     @property
     def ok(self) -> bool:
@@ -108,14 +113,13 @@ class Segment:
 
 # --- model-free steps --------------------------------------------------------------------------------------------
 
-def is_silent(samples: np.ndarray) -> bool:
-    """Whether a window holds nothing to classify: none of its samples is further than SILENCE_PEAK from their
-    mean (a DC offset is not a sound; a lone sample has no offset to tell from it, and is judged as it is). The
-    zero padding of a short window is left out: an offset there would be heard as a step into silence."""
+def is_silent(samples: np.ndarray, sample_rate: int) -> bool:
+    """Whether a window holds nothing to classify (see SILENCE_SECONDS). The zero padding of a short window is left
+    out: an offset there would be heard as a step into silence."""
     if not samples.size:
         return True
     x = samples.astype(np.float64, copy=False)
-    return float(np.max(np.abs(x - (x.mean() if x.size > 1 else 0.0)))) < SILENCE_PEAK
+    return int(np.count_nonzero(np.abs(x - x.mean()) >= SILENCE_PEAK)) < SILENCE_SECONDS * sample_rate
 
 
 def window_starts(n: int, window: int, hop: int, min_tail: int = 1) -> list[tuple[int, int]]:
@@ -433,7 +437,7 @@ def _cut(sources: list[Source], n_classes: int, window: int, hop: int, sr: int, 
         yield "file", f, None
         try:
             for start, samples in _windows_of(f, source, window, hop, sr, block_seconds):
-                silent = is_silent(samples)
+                silent = is_silent(samples, sr)
                 yield "window", f, (start / sr, (start + samples.size) / sr, None if silent else samples)
         except (AudioError, OSError) as e:
             f.result.error = _reason(e, f.result.file)
@@ -466,7 +470,9 @@ def _finish(f: _File, classes: list[str], k: int, min_probability: float, with_w
     r = f.result
     r.n_windows = len(f.slots)
     if r.error is None and f.classified == 0:
-        r.error = f"silent (nothing above {SILENCE_DBFS} dBFS): nothing to classify; amplify it if it holds a sound"
+        r.silent = True
+        r.error = (f"silent (under {SILENCE_SECONDS * 1000:g} ms above {SILENCE_DBFS} dBFS): nothing to classify; "
+                   "amplify it if it holds a sound")
     if r.error is None:
         r.top = top_classes(f.sum / f.classified, classes, k, min_probability)
         r.windows = [w for w in f.slots if w is not None] if with_windows else []

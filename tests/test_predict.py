@@ -28,7 +28,7 @@ runner = CliRunner()
 SR = 16000  # the tiny model's rate; its window is 1 s
 A, B = "mouse_click", "washing_machine"  # two classes the tiny model tells apart with > 90% confidence
 CLASS = {"mouse_click": 31, "washing_machine": 35}
-JSON_KEYS = {"file", "duration", "sample_rate", "channels", "top", "note", "error"}
+JSON_KEYS = {"file", "duration", "sample_rate", "channels", "top", "note", "silent", "error"}
 
 
 def run(model, *args, input=None):
@@ -287,8 +287,8 @@ def test_formats_rates_and_channels(model, tmp_path):
     short = recs[str(tmp_path / "short.wav")]
     assert short["error"] is None and len(short["top"]) == 3
     assert [(w["start"], w["end"]) for w in short["windows"]] == [(0.0, 0.3)]  # one window, padded
-    one = recs[str(tmp_path / "one.wav")]
-    assert one["error"] is None and one["duration"] == pytest.approx(1 / 16000, abs=1e-6) and len(one["windows"]) == 1
+    one = recs[str(tmp_path / "one.wav")]  # one sample is no sound
+    assert one["error"].startswith("silent") and one["duration"] == pytest.approx(1 / 16000, abs=1e-6)
     assert "too short" in recs[str(tmp_path / "one-44k.wav")]["error"]
 
 
@@ -453,13 +453,19 @@ def test_quiet_hiss_dither_and_a_dc_offset_are_silence_a_quiet_sound_is_not(mode
         "quiet.wav": (sound(B, 2.0) / np.max(np.abs(sound(B, 2.0))) * 10 ** (-45 / 20), "FLOAT"),
     }
     paths = [write(tmp_path / name, x.astype(np.float32), SR, subtype) for name, (x, subtype) in files.items()]
+    for rate in (8000, 44100):  # resampled: the resampler rings where the offset starts and ends
+        paths.append(write(tmp_path / f"dc-{rate}.wav", np.full(3 * rate, 0.25, np.float32), rate, "PCM_16"))
     recs = records(run(model, *paths, "--json"))
-    for name in ("dither.wav", "hiss.wav", "dc.wav", "short-dc.wav"):
-        assert recs[str(tmp_path / name)]["error"].startswith("silent"), name
+    for name in ("dither.wav", "hiss.wav", "dc.wav", "short-dc.wav", "dc-8000.wav", "dc-44100.wav"):
+        assert recs[str(tmp_path / name)]["error"].startswith("silent") and recs[str(tmp_path / name)]["silent"], name
     quiet = recs[str(tmp_path / "quiet.wav")]
-    assert quiet["error"] is None and quiet["top"][0]["class"] == B
-    assert core.is_silent(np.zeros(0, np.float32)) and not core.is_silent(np.array([0, 1e-3], np.float32))
-    assert core.is_silent(np.full(4, 0.5)) and not core.is_silent(np.array([0.5]))  # a lone sample: judged as it is
+    assert quiet["error"] is None and not quiet["silent"] and quiet["top"][0]["class"] == B
+    click = np.zeros(SR, np.float32)
+    click[100:100 + SR // 100] = 1e-3  # 10 ms above -70 dBFS: a sound; 1 sample less: silence
+    shorter = click.copy()
+    shorter[100] = 0.0
+    assert not core.is_silent(click, SR) and core.is_silent(shorter, SR)
+    assert core.is_silent(np.zeros(0, np.float32), SR) and core.is_silent(np.full(SR, 0.5), SR)
 
 
 # --- bad input ----------------------------------------------------------------------------------------------------
@@ -484,7 +490,7 @@ def bad_files(tmp_path) -> dict:
         "text.wav": "not a readable audio file",
         "header.wav": "not a readable audio file",
         "no-samples.wav": "no samples",
-        "silent.wav": "silent (nothing above -70 dBFS): nothing to classify; amplify it if it holds a sound",
+        "silent.wav": "silent (under 10 ms above -70 dBFS): nothing to classify; amplify it if it holds a sound",
         "nan.wav": "NaN",
         "folder": "no files matching",
     }
@@ -524,13 +530,13 @@ def test_all_good_exits_0(model, tmp_path):
 
 def test_a_recording_shorter_than_any_esc50_sound_is_classified_with_a_note(model, tmp_path):
     blip = write(tmp_path / "blip.wav", sound(A, 0.2), SR)  # under SHORT_SECONDS (0.25 s)
-    one = write(tmp_path / "one.wav", np.array([0.5]), SR)  # a single sample
+    one = write(tmp_path / "one.wav", sound(A, 0.02), SR)  # 20 ms: still a sound (see SILENCE_SECONDS)
     long_enough = write(tmp_path / "ok.wav", sound(A, 0.3), SR)
     r = run(model, blip, one, long_enough, "--json")
     assert r.exit_code == 0, r.output
     recs = records(r)
     assert recs[str(blip)]["note"].startswith("only 0.200 s long: shorter than any sound in ESC-50")
-    assert recs[str(one)]["note"].startswith("only 0.000 s long")
+    assert recs[str(one)]["note"].startswith("only 0.020 s long")
     assert recs[str(long_enough)]["note"] is None
     assert all(rec["top"] and rec["error"] is None for rec in recs.values())  # classified all the same
     notes = [line for line in r.stderr.splitlines() if line.startswith("note:")]

@@ -164,6 +164,7 @@ def _record(r, with_windows: bool) -> dict:
                            "probability": None if w.probability is None else round(w.probability, 6),
                            "top": _guesses(w.top), "silent": w.silent} for w in r.windows]
     rec["note"] = r.note
+    rec["silent"] = r.silent
     rec["error"] = r.error
     return rec
 
