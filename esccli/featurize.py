@@ -381,6 +381,8 @@ def read_cache(folder: Path, params: FeatureParams) -> FeatureSet | None:
 def load_cache(folder: Path, params: FeatureParams) -> FeatureSet:
     """The cached FeatureSet; FileNotFoundError when there is no cache, CacheProblem saying why one is not usable."""
     if not (folder / "index.json").is_file():
+        if (folder / "features.npy").is_file():  # written first: a build killed before its index, or a loss
+            raise CacheProblem("its index.json is missing")
         raise FileNotFoundError(folder / "index.json")
     try:
         index = json.loads((folder / "index.json").read_text())
@@ -399,9 +401,9 @@ def load_cache(folder: Path, params: FeatureParams) -> FeatureSet:
 def _cached(folder: Path, params: FeatureParams, index) -> FeatureSet:
     """load_cache's checks, once index.json is read: any of them failing is a CacheProblem or a KeyError (an entry
     missing), ValueError or TypeError (an entry of the wrong kind)."""
-    if not isinstance(index, dict):
+    if not isinstance(index, dict) or type(index.get("format")) is not int:
         raise CacheProblem("its index.json is damaged")
-    if index.get("format") != CACHE_FORMAT:
+    if index["format"] != CACHE_FORMAT:
         raise CacheProblem(f"it was made by another version of esc (cache format {index.get('format')}, "
                            f"this one reads {CACHE_FORMAT})")
     if FeatureParams.from_dict(index["params"]) != params:

@@ -165,8 +165,9 @@ def same_features(a, b) -> bool:
 def test_a_second_build_is_read_from_the_cache(esc_home, small, synth_features):
     root, fresh = small
     L = layout(esc_home)
-    first = load_or_build(L, PARAMS, dataset_root=root, jobs=1)
-    assert first.built and first.path.parent == L.features
+    said = []
+    first = load_or_build(L, PARAMS, dataset_root=root, jobs=1, notify=said.append)
+    assert first.built and first.path.parent == L.features and said == []  # a first build is no rebuild
     assert same_features(first, fresh)  # another home, same parameters: the same numbers
     assert np.array_equal(first.features, synth_features.features[:N_SMALL])  # and the same as in the whole set
     index = json.loads((first.path / "index.json").read_text())
@@ -175,8 +176,9 @@ def test_a_second_build_is_read_from_the_cache(esc_home, small, synth_features):
     assert FeatureParams.from_dict(index["params"]) == PARAMS
     assert [c["filename"] for c in index["clips"]] == [c.filename for c in read_metadata(root)]
 
-    second = load_or_build(L, PARAMS, dataset_root=root, jobs=1,
+    second = load_or_build(L, PARAMS, dataset_root=root, jobs=1, notify=said.append,
                            progress=lambda *a: pytest.fail("a cache hit computes nothing"))
+    assert said == []
     assert not second.built and second.path == first.path
     assert same_features(second, first)
     assert sorted(p.name for p in first.path.iterdir()) == ["features.npy", "index.json", "modulation.npy"]  # no temporaries
@@ -266,6 +268,7 @@ DAMAGE = {
     "other parameters": lambda d: edit_index(d, lambda ix: ix["params"].update(top_db=60.0)),
     "unknown parameter": lambda d: edit_index(d, lambda ix: ix["params"].update(colour="blue")),
     "future format": lambda d: edit_index(d, lambda ix: ix.update(format=99)),
+    "a format that is not a number": lambda d: edit_index(d, lambda ix: ix.update(format=str(ix["format"]))),
     "no record of the audio files (a cache from before it was kept)": lambda d: edit_index(d, lambda ix: ix.pop("audio")),
     "another size recorded for a clip's audio": lambda d: edit_index(d, lambda ix: ix["audio"][2].__setitem__(1, 7)),
     "float32 array": float32_copy,
@@ -282,8 +285,10 @@ DAMAGE = {
     "index.json nested beyond reason": lambda d: (d / "index.json").write_text("[" * 100_000),
 }
 
-# what the note says for some of them (every one gets a note but "index.json deleted")
+# what the note says for some of them
 REASON = {
+    "index.json deleted": "its index.json is missing",
+    "a format that is not a number": "its index.json is damaged",
     "a flipped byte in the data": "features.npy does not match its checksum",
     "features.npy deleted": "features.npy is missing",
     "index.json not json": "its index.json is damaged",
@@ -311,11 +316,9 @@ def test_a_damaged_cache_is_rebuilt_never_used(esc_home, small, damage):
     said = []
     fs = load_or_build(L, PARAMS, dataset_root=root, jobs=1, notify=said.append)
     assert fs.built, f"a cache with {damage} was used"
-    if damage == "index.json deleted":  # what a writer killed before its last step leaves: no cache, said nothing
-        assert said == []
-    else:  # a cache that is there is not rebuilt without a word
-        assert len(said) == 1 and said[0].startswith(f"rebuilding the feature cache in {folder}: "), said
-        assert said[0].endswith(REASON.get(damage, "")), said
+    # a cache that is there is not rebuilt without a word
+    assert len(said) == 1 and said[0].startswith(f"rebuilding the feature cache in {folder}: "), said
+    assert said[0].endswith(REASON.get(damage, "")), said
     assert same_features(fs, fresh)  # what a fresh build gives
     again = read_cache(folder, PARAMS)  # and the rebuilt cache on disk is whole
     assert again is not None and same_features(again, fresh)
