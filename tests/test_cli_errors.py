@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -172,3 +173,15 @@ def test_a_run_that_would_start_over_an_interrupted_one_says_so(esc_home):
     assert r.exit_code == 1 and "ESC-50 is not installed" in r.stderr
     assert "an interrupted training of x saved its progress; this run starts over" in r.stderr
     assert "--resume" in r.stderr and "interrupted training" not in runner.invoke(app, ["train", "--name", "y"]).stderr
+
+
+def test_suggested_commands_repeat_a_data_dir_given_on_the_command_line(esc_home, tmp_path, monkeypatch):
+    other = tmp_path / "my data"
+    r = CliRunner().invoke(app, ["--data-dir", str(other), "train", "--epochs", "1"])
+    assert_one_line_error(r, f"run `esc --data-dir '{other}' fetch` first")
+    r = CliRunner().invoke(app, ["train", "--epochs", "1"])  # ESC_HOME: a pasted command sees it too
+    assert_one_line_error(r, "run `esc fetch` first")
+
+    monkeypatch.setattr(common, "state", common.State(data_dir=Path("/d"), data_dir_given=True))
+    assert common.typed_here("esc's cache; `esc models`, (esc fetch); desc x; esc --data-dir /e eval") == \
+        "esc's cache; `esc --data-dir /d models`, (esc --data-dir /d fetch); desc x; esc --data-dir /e eval"

@@ -135,6 +135,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
+    ctx: typer.Context,
     data_dir: Optional[Path] = typer.Option(
         None, "--data-dir", metavar="DIR", envvar="ESC_HOME", show_envvar=True,
         help="Where the dataset, feature caches and models live [default: the user data dir].",
@@ -142,6 +143,7 @@ def root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
 ) -> None:
     common.state.data_dir = data_dir
+    common.state.data_dir_given = getattr(ctx.get_parameter_source("data_dir"), "name", None) == "COMMANDLINE"
 
 
 from esccli.cli import commands  # noqa: E402  (registers the subcommands on `app`)

@@ -6,6 +6,8 @@ JSON, so that `esc predict x.wav --json | jq` works.
 
 import json
 import os
+import re
+import shlex
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -46,6 +48,7 @@ DEVICE_METAVAR = "|".join(d.value for d in Device)  # shown in --help as the oth
 @dataclass
 class State:
     data_dir: Path | None = None
+    data_dir_given: bool = False  # by --data-dir on the command line (not ESC_HOME): commands we suggest repeat it
     stop: object | None = None  # the StopOnSignals of `esc` (esccli/interrupts.py); None when called in-process
     stopped_by: int | None = None  # the signal that stopped the command, once it has said so
 
@@ -114,16 +117,27 @@ def stored_float(x: float | None) -> float | None:
     return None if x is None else round(x, 6)
 
 
+_ESC_COMMAND = re.compile(r"(?<![\w./-])esc (?=[a-z])")  # "esc fetch", "`esc train": a command to type
+
+
+def typed_here(message: str) -> str:
+    """A message whose suggested `esc ...` commands act on this data directory when pasted: with --data-dir when
+    it was given on the command line (ESC_HOME, still set in the shell, needs nothing)."""
+    if not state.data_dir_given or state.data_dir is None:
+        return message
+    return _ESC_COMMAND.sub(f"esc --data-dir {shlex.quote(str(state.data_dir))} ", message)
+
+
 def error_line(message: str) -> None:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(typed_here(message))}", highlight=False, soft_wrap=True)
 
 
 def warn_line(message: str) -> None:
-    err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err.print(f"[yellow]warning:[/] {escape(typed_here(message))}", highlight=False, soft_wrap=True)
 
 
 def note_line(message: str) -> None:
-    err.print(f"[bold yellow]note:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err.print(f"[bold yellow]note:[/] {escape(typed_here(message))}", highlight=False, soft_wrap=True)
 
 
 def warn_if_default_lost(layout, used: str | None) -> None:
@@ -137,7 +151,7 @@ def warn_if_default_lost(layout, used: str | None) -> None:
 
 
 def dim_line(message: str) -> None:
-    err.print(f"[dim]{escape(message)}[/]", highlight=False, soft_wrap=True)
+    err.print(f"[dim]{escape(typed_here(message))}[/]", highlight=False, soft_wrap=True)
 
 
 def progress_bar(transient: bool = True):
