@@ -29,14 +29,19 @@ from esccli.workers import run_side_by_side
 
 def member_path(path: Path, k: int) -> Path:
     """Where member k (0-based) of the ensemble saved at `path` is trained (hidden from the model store)."""
+    return Path(path).with_name(member_pattern(path).replace("*", str(k + 1)))
+
+
+def member_pattern(path: Path) -> str:
+    """The glob of the member files (finished or resume) of the ensemble saved at `path`, in its folder."""
     path = Path(path)
-    return path.with_name(f".{path.stem}.member{k + 1}{path.suffix}")
+    return f".{path.stem}.member*{path.suffix}"
 
 
 def member_files(path: Path) -> list[Path]:
     """Every member file (finished or resume) next to the model at `path`, whatever the number of members."""
     path = Path(path)
-    return sorted(path.parent.glob(f".{path.stem}.member*{path.suffix}"))
+    return sorted(path.parent.glob(member_pattern(path)))
 
 
 def member_numbers(path: Path) -> set[int]:
@@ -157,7 +162,8 @@ def train_ensemble(fs, recipe: Recipe, path: Path, fold: int | None, seed: int, 
                        precision=precision, device=device, wall_seconds=time.perf_counter() - t0)
     except (KeyboardInterrupt, TrainingInterrupted) as e:  # what one member's message says is not the whole story
         kept = [k + 1 for k, p in enumerate(paths) if kept_work(p, since, resume)]
-        raise interrupted("training", "member", kept, len(paths), path.parent, getattr(e, "signum", None)) from None
+        where = f"{path.parent} (hidden files {member_pattern(path)})"
+        raise interrupted("training", "member", kept, len(paths), where, getattr(e, "signum", None)) from None
     for p in member_files(path):  # this run's members, and any left by an earlier run with more members
         p.unlink(missing_ok=True)
     return TrainResult(path, meta, meta["train"]["history"])

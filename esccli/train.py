@@ -65,7 +65,7 @@ class TrainingInterrupted(Interrupted):
     """A training stopped by Ctrl-C or SIGTERM; its last finished epoch is in its resume file."""
 
 
-def interrupted(what: str, part: str, kept: list[int], total: int | None, where: Path,
+def interrupted(what: str, part: str, kept: list[int], total: int | None, where: Path | str,
                 signum: int | None = None) -> TrainingInterrupted:
     """The TrainingInterrupted of work made of parts (an ensemble's members, a cross-validation's folds) stopped
     part way: `kept`, the parts (numbered from 1, of `total` if given) whose work is saved in `where` (finished, or

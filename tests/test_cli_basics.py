@@ -5,7 +5,7 @@ import sys
 from typer.testing import CliRunner
 
 from esccli import __version__
-from esccli.cli import app
+from esccli.cli import app, common
 
 runner = CliRunner()
 
@@ -106,3 +106,7 @@ def test_progress_lines_written_to_a_file_are_not_wrapped_at_80_columns():
 def test_esc_runs_with_stderr_closed():
     r = subprocess.run(f"{sys.executable} -m esccli --version 2>&-", shell=True, capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == f"esc {__version__}"
+
+
+def test_durations_under_a_minute_are_in_seconds():
+    assert [common.duration(s) for s in (7.2, 59.4, 59.6, 522)] == ["7 s", "59 s", "1.0 min", "8.7 min"]

@@ -111,6 +111,11 @@ def counted(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
+def duration(seconds: float) -> str:
+    """'42 s' under a minute (a tenth of a minute is too coarse there), else '8.7 min'."""
+    return f"{seconds:.0f} s" if seconds < 59.5 else f"{seconds / 60:.1f} min"
+
+
 def stored_float(x: float | None) -> float | None:
     """A score stored as float32 (0.862500011920929) as JSON shows it: 6 decimals hold any share of ESC-50's clips
     exactly (0.8625)."""

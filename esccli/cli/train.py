@@ -143,7 +143,7 @@ def train(
                             command=command, precision=precision, overwrite=force,
                             on_epoch=lambda k, s: on_epoch(s, f"fold {k} "), on_step=on_step,
                             on_fold=lambda k, acc, secs: bar.console.print(
-                                f"[bold]fold {k}: {acc:.1%}[/] ({secs / 60:.1f} min)"))
+                                f"[bold]fold {k}: {acc:.1%}[/] ({common.duration(secs)})"))
         else:
             result = train_model(fs, recipe, store.model_path(layout, name), fold=held_out, seed=seed, device=dev,
                                  resume=resume, save_best=save_best, name=name, command=command,
@@ -199,9 +199,9 @@ def render_run(result, as_json: bool) -> None:
     t.add_row("epochs", shown + (f" (resumed after {result.resumed_from})" if result.resumed_from else ""))
     if t_meta.get("members"):  # an ensemble: the wall time of this run, and each member's own training
         loops = " + ".join(f"{m['seconds'] / 60:.1f}" for m in t_meta["members"])
-        t.add_row("time", f"{t_meta['wall_seconds'] / 60:.1f} min (networks: {loops} min)")
+        t.add_row("time", f"{common.duration(t_meta['wall_seconds'])} (networks: {loops} min)")
     else:
-        t.add_row("time", f"{t_meta['seconds'] / 60:.1f} min")
+        t.add_row("time", common.duration(t_meta["seconds"]))
     if metrics.get("val_acc") is not None:
         t.add_row("final-epoch accuracy", f"{metrics['val_acc']:.2%}")
     common.err.print(t)
