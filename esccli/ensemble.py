@@ -29,13 +29,17 @@ from esccli.workers import run_side_by_side
 
 def member_path(path: Path, k: int) -> Path:
     """Where member k (0-based) of the ensemble saved at `path` is trained (hidden from the model store)."""
-    return Path(path).with_name(member_pattern(path).replace("*", str(k + 1)))
+    return Path(path).with_name(_member_name(path, str(k + 1)))
 
 
 def member_pattern(path: Path) -> str:
     """The glob of the member files (finished or resume) of the ensemble saved at `path`, in its folder."""
+    return _member_name(path, "*")
+
+
+def _member_name(path: Path, number: str) -> str:
     path = Path(path)
-    return f".{path.stem}.member*{path.suffix}"
+    return f".{path.stem}.member{number}{path.suffix}"
 
 
 def member_files(path: Path) -> list[Path]:
@@ -162,7 +166,7 @@ def train_ensemble(fs, recipe: Recipe, path: Path, fold: int | None, seed: int, 
                        precision=precision, device=device, wall_seconds=time.perf_counter() - t0)
     except (KeyboardInterrupt, TrainingInterrupted) as e:  # what one member's message says is not the whole story
         kept = [k + 1 for k, p in enumerate(paths) if kept_work(p, since, resume)]
-        where = f"{path.parent} (hidden files {member_pattern(path)})"
+        where = f"{path.parent}, as hidden files {member_pattern(path)}"
         raise interrupted("training", "member", kept, len(paths), where, getattr(e, "signum", None)) from None
     for p in member_files(path):  # this run's members, and any left by an earlier run with more members
         p.unlink(missing_ok=True)

@@ -33,12 +33,13 @@ from esccli.errors import AudioError, EscError
 DEFAULT_TOP_K = 3
 DEFAULT_BATCH_SIZE = 32  # windows per forward pass (a 5 s window is 320 KB of samples)
 HOP_FRACTION = 0.5  # default hop, as a fraction of the window
-# a window (or a file) is silent, nothing to classify, when under SILENCE_SECONDS of its samples (in all) stand out
-# of their mean (a DC offset is not a sound) by SILENCE_DBFS or more. The quietest ESC-50 clip peaks at -40 dBFS
-# (2-110613-A-13), 30 dB above; 16-bit dither (2 LSB, -84 dBFS), noise at -90 dBFS RMS and a bare DC offset stay
-# under it. The few ms allowed are the resampler's ringing at the ends of a recording that does not start and end
-# at zero (a DC offset at 44.1 kHz: about 15 samples at 16 kHz at each end; from 8 kHz, 40); the briefest sound in
-# ESC-50 lasts 0.32 s (below)
+# a window (or a file) is silent, nothing to classify, when under SILENCE_SECONDS of its samples (in all; a window
+# briefer than twice that: under half of them) stand out of its median (a DC offset is not a sound) by SILENCE_DBFS
+# or more. The quietest ESC-50 clip peaks at -40 dBFS (2-110613-A-13), 30 dB above; 16-bit dither (2 LSB, -84 dBFS),
+# noise at -90 dBFS RMS and a bare DC offset stay under it. The few ms allowed are the resampler's ringing at the
+# ends of a recording that does not start and end at zero (a DC offset up to full scale: about 20 samples at 16 kHz
+# at each end from 44.1 kHz, 45 from 8 kHz; more from lower rates); the briefest sound in ESC-50 lasts 0.32 s
+# (SHORT_SECONDS)
 SILENCE_DBFS = -70
 SILENCE_PEAK = 10 ** (SILENCE_DBFS / 20)
 SILENCE_SECONDS = 0.01
@@ -115,11 +116,13 @@ class Segment:
 
 def is_silent(samples: np.ndarray, sample_rate: int) -> bool:
     """Whether a window holds nothing to classify (see SILENCE_SECONDS). The zero padding of a short window is left
-    out: an offset there would be heard as a step into silence."""
+    out: an offset there would be heard as a step into silence. The offset is the median of every few samples (a
+    mean would be dragged by a short loud pop, and all the quiet around it would then stand out)."""
     if not samples.size:
         return True
-    x = samples.astype(np.float64, copy=False)
-    return int(np.count_nonzero(np.abs(x - x.mean()) >= SILENCE_PEAK)) < SILENCE_SECONDS * sample_rate
+    offset = np.median(samples[:: max(1, samples.size // 4096)])
+    loud = int(np.count_nonzero(np.abs(samples - offset) >= SILENCE_PEAK))
+    return loud < min(SILENCE_SECONDS * sample_rate, samples.size / 2)
 
 
 def window_starts(n: int, window: int, hop: int, min_tail: int = 1) -> list[tuple[int, int]]:
@@ -471,8 +474,8 @@ def _finish(f: _File, classes: list[str], k: int, min_probability: float, with_w
     r.n_windows = len(f.slots)
     if r.error is None and f.classified == 0:
         r.silent = True
-        r.error = (f"silent (under {SILENCE_SECONDS * 1000:g} ms above {SILENCE_DBFS} dBFS): nothing to classify; "
-                   "amplify it if it holds a sound")
+        r.error = (f"silent (nothing louder than {SILENCE_DBFS} dBFS for {SILENCE_SECONDS * 1000:g} ms or more): "
+                   "nothing to classify; amplify it if it holds a sound")
     if r.error is None:
         r.top = top_classes(f.sum / f.classified, classes, k, min_probability)
         r.windows = [w for w in f.slots if w is not None] if with_windows else []

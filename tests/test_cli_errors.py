@@ -182,6 +182,11 @@ def test_suggested_commands_repeat_a_data_dir_given_on_the_command_line(esc_home
     r = CliRunner().invoke(app, ["train", "--epochs", "1"])  # ESC_HOME: a pasted command sees it too
     assert_one_line_error(r, "run `esc fetch` first")
 
-    monkeypatch.setattr(common, "state", common.State(data_dir=Path("/d"), data_dir_given=True))
-    assert common.typed_here("esc's cache; `esc models`, (esc fetch); desc x; esc --data-dir /e eval") == \
-        "esc's cache; `esc --data-dir /d models`, (esc --data-dir /d fetch); desc x; esc --data-dir /e eval"
+    # only commands in backticks: prose and file names that hold "esc " stay as they are
+    monkeypatch.setattr(common, "state", common.State(data_dir=Path("/d/[x] y"), data_dir_given=True))
+    message = "not an esc model file: my esc clips/a.wav; `esc models`, (`esc fetch --force`)"
+    assert common.typed_here(message) == \
+        "not an esc model file: my esc clips/a.wav; `esc --data-dir '/d/[x] y' models`, " \
+        "(`esc --data-dir '/d/[x] y' fetch --force`)"
+    r = CliRunner().invoke(app, ["--data-dir", str(tmp_path / "[/x]"), "models"])  # a path Rich would take as markup
+    assert r.exit_code == 0 and "Traceback" not in r.output and f"`esc --data-dir '{tmp_path}/[/x]' train`" in r.stderr

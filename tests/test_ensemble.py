@@ -249,13 +249,13 @@ def test_an_ensemble_interrupted_between_members_says_which_are_kept(pair, synth
     monkeypatch.setattr(train_module, "train", stop_before_member_2)
     with pytest.raises(TrainingInterrupted) as e:
         train(synth_features, recipe, tmp_path / "r.pt", fold=5, seed=7)  # (the name imported before the patch)
-    assert e.value.message == f"training interrupted; the work of member 1 of 2 is saved in {tmp_path} (hidden files .r.member*.pt)"
+    assert e.value.message == f"training interrupted; the work of member 1 of 2 is saved in {tmp_path}, as hidden files .r.member*.pt"
     assert "--resume" in e.value.hint and member_path(tmp_path / "r.pt", 0).is_file()
     monkeypatch.setattr(train_module, "train", real)  # and while the finished members are joined
     monkeypatch.setattr("esccli.ensemble.combine", lambda *a, **kw: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(TrainingInterrupted) as e:
         train(synth_features, recipe, tmp_path / "r.pt", fold=5, seed=7, resume=True)
-    assert e.value.message == f"training interrupted; the work of members 1, 2 of 2 is saved in {tmp_path} (hidden files .r.member*.pt)"
+    assert e.value.message == f"training interrupted; the work of members 1, 2 of 2 is saved in {tmp_path}, as hidden files .r.member*.pt"
 
 
 def stop_in_member_2(synth_features, recipe, path):

@@ -625,7 +625,7 @@ def test_cli_install_then_nothing_to_do(tiny, esc_home):
     r = runner.invoke(app, ["fetch", "--from", str(tiny[1]), "--allow-subset"])
     assert r.exit_code == 0 and "already installed" in r.stdout and len(r.stdout.strip().splitlines()) == 1
     # the way to install it again names where it came from: a bare --force would download from GitHub
-    assert r.stdout.strip().endswith(f"To install it again: esc fetch --force --from {tiny[1]} --allow-subset")
+    assert r.stdout.strip().endswith(f"To install it again: `esc fetch --force --from {tiny[1]} --allow-subset`")
 
 
 def test_the_command_to_install_again_names_the_source(tmp_path, layout, tiny):

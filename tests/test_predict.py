@@ -466,6 +466,11 @@ def test_quiet_hiss_dither_and_a_dc_offset_are_silence_a_quiet_sound_is_not(mode
     shorter[100] = 0.0
     assert not core.is_silent(click, SR) and core.is_silent(shorter, SR)
     assert core.is_silent(np.zeros(0, np.float32), SR) and core.is_silent(np.full(SR, 0.5), SR)
+    pop = np.zeros(SR, np.float32)
+    pop[500:551] = 0.5  # a one-sided pop of 51 samples: it must not move the offset, or all the rest stands out
+    assert core.is_silent(pop, SR)
+    brief = np.sin(np.arange(SR // 100 - 16) / 3.0).astype(np.float32)  # 9 ms, loud: all of a brief recording
+    assert not core.is_silent(brief, SR) and core.is_silent(np.array([0.5], np.float32), SR)
 
 
 # --- bad input ----------------------------------------------------------------------------------------------------
@@ -490,7 +495,7 @@ def bad_files(tmp_path) -> dict:
         "text.wav": "not a readable audio file",
         "header.wav": "not a readable audio file",
         "no-samples.wav": "no samples",
-        "silent.wav": "silent (under 10 ms above -70 dBFS): nothing to classify; amplify it if it holds a sound",
+        "silent.wav": "silent (nothing louder than -70 dBFS for 10 ms or more): nothing to classify; amplify it if it holds a sound",
         "nan.wav": "NaN",
         "folder": "no files matching",
     }

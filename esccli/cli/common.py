@@ -122,15 +122,15 @@ def stored_float(x: float | None) -> float | None:
     return None if x is None else round(x, 6)
 
 
-_ESC_COMMAND = re.compile(r"(?<![\w./-])esc (?=[a-z])")  # "esc fetch", "`esc train": a command to type
+_ESC_COMMAND = re.compile(r"`esc (?=[a-z])")  # a command esc suggests, in backticks: "run `esc fetch` first"
 
 
 def typed_here(message: str) -> str:
-    """A message whose suggested `esc ...` commands act on this data directory when pasted: with --data-dir when
-    it was given on the command line (ESC_HOME, still set in the shell, needs nothing)."""
+    """A message whose suggested commands (in backticks) act on this data directory when pasted: with --data-dir
+    when it was given on the command line (an exported ESC_HOME needs nothing)."""
     if not state.data_dir_given or state.data_dir is None:
         return message
-    return _ESC_COMMAND.sub(f"esc --data-dir {shlex.quote(str(state.data_dir))} ", message)
+    return _ESC_COMMAND.sub(lambda m: f"`esc --data-dir {shlex.quote(str(state.data_dir))} ", message)
 
 
 def error_line(message: str) -> None:

@@ -48,7 +48,7 @@ def fetch(
     if result.already_present:
         common.out.print(f"{what[0].upper() + what[1:]} is already installed in {result.path} ({result.clips} "
                          f"clips, verified when installed, all still there): nothing to do. To install it again: "
-                         f"{common.typed_here(reinstall_command(result.path))}", markup=False)
+                         f"{common.typed_here(f'`{reinstall_command(result.path)}`')}", markup=False)
         return
     common.out.print(f"Installed {what} in {result.path}: {result.clips} clips, all verified.", markup=False)
     if result.archive:

@@ -30,9 +30,10 @@ def models(
         return
     if builtin and (not infos or in_use == store.BUILTIN_NAME):
         common.err.print(common.typed_here(f"predict and eval use the built-in model (`-m {store.BUILTIN_NAME}`)"
-                         + ("; train one with `esc train`" if not infos else "")), soft_wrap=True)
+                         + ("; train one with `esc train`" if not infos else "")), soft_wrap=True, markup=False)
     elif not infos:
-        common.err.print(common.typed_here("no trained models; train one with `esc train`"), soft_wrap=True)
+        common.err.print(common.typed_here("no trained models; train one with `esc train`"), soft_wrap=True,
+                         markup=False)
     elif builtin:
         common.dim_line(f"the built-in model is `-m {store.BUILTIN_NAME}`; "
                         f"`esc models --default {store.BUILTIN_NAME}` makes it the default again")

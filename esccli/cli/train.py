@@ -198,8 +198,8 @@ def render_run(result, as_json: bool) -> None:
     shown = " + ".join(map(str, epochs)) if len(set(epochs)) > 1 else str(t_meta["epochs_done"])
     t.add_row("epochs", shown + (f" (resumed after {result.resumed_from})" if result.resumed_from else ""))
     if t_meta.get("members"):  # an ensemble: the wall time of this run, and each member's own training
-        loops = " + ".join(f"{m['seconds'] / 60:.1f}" for m in t_meta["members"])
-        t.add_row("time", f"{common.duration(t_meta['wall_seconds'])} (networks: {loops} min)")
+        loops = " + ".join(common.duration(m["seconds"]) for m in t_meta["members"])
+        t.add_row("time", f"{common.duration(t_meta['wall_seconds'])} (networks: {loops})")
     else:
         t.add_row("time", common.duration(t_meta["seconds"]))
     if metrics.get("val_acc") is not None:
