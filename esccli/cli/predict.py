@@ -122,7 +122,7 @@ def predict(
 def _read_stdin() -> bytes:
     stream = sys.stdin.buffer
     if stream.isatty():
-        raise EscError("- reads a recording from stdin, but stdin is a terminal", "pipe a file in: esc predict - < clip.wav")
+        raise EscError("- reads a recording from stdin, but stdin is a terminal", "pipe a file in: `esc predict - < clip.wav`")
     return stream.read()
 
 
