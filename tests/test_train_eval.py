@@ -463,6 +463,9 @@ def test_cli_resume_with_nothing_to_resume_says_so_before_anything_else(synth_da
     r = runner.invoke(app, ["train", "--epochs", "1"])  # and without --resume, nothing points back to it
     assert_one_line_error(r, "a model named 'default-fold5' exists already", "--force")
     assert "--resume" not in r.stderr
+    (esc_home / "models" / "default-fold5.resume.pt").write_bytes(b"a retraining's progress")  # --force, interrupted
+    r = runner.invoke(app, ["train", "--epochs", "1"])
+    assert_one_line_error(r, "a model named 'default-fold5' exists already", "--force to overwrite, or --resume")
 
 
 def test_damaged_and_foreign_model_files_are_refused(trained_model, tmp_path):
