@@ -47,7 +47,7 @@ def main() -> None:
     for p in args.models:
         lm, fold = fold_model(p)
         x, y, folds = clips(lm)
-        mods = torch.from_numpy(feature_set(lm).modulation) if needs_modulation(lm.model) else None
+        mods = feature_set(lm).modulation_rows() if needs_modulation(lm.model) else None
         part = lambda held: None if mods is None else mods[held]  # noqa: E731
         held = folds == fold
         net = without_test_shifts(lm.model)  # the network alone, as round 4 measured it

@@ -226,14 +226,12 @@ def held_out(lm, fold: int, home: Path = BENCH_HOME):
 def held_out_modulation(lm, fold: int, home: Path = BENCH_HOME):
     """The modulation statistics [n, modulation.COUNT] of the clips of `fold` (in held_out's order) when `lm`, or
     one of its networks, hears them (models.needs_modulation), else None."""
-    import torch
-
     from esccli.models import needs_modulation
 
     if not needs_modulation(lm.model):
         return None
     fs = feature_set(lm, home)
-    return torch.from_numpy(fs.modulation[fs.folds == fold])
+    return fs.modulation_rows(fs.folds == fold)
 
 
 def fold_model_options(ap, name: str = "bench-default") -> None:

@@ -50,7 +50,7 @@ def member_files(path: Path) -> list[Path]:
 
 def member_numbers(path: Path) -> set[int]:
     """The members (1-based) with a file (finished or resume) next to the model at `path` (member_files)."""
-    prefix = f".{Path(path).stem}.member"
+    prefix = member_pattern(path).split("*")[0]
     found = set()
     for f in member_files(path):
         number = f.name[len(prefix):].split(".", 1)[0]

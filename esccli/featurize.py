@@ -2,11 +2,12 @@
 
 A cache lives in `<data>/features/<params key>-<csv hash>/` as `features.npy` (float16 [clips, n_mels, frames]),
 `modulation.npy` (float32 [clips, modulation.COUNT]: each clip's fine-rate modulation statistics, from the same
-decoded audio; only for features in dB, the only ones a texture network hears: has_modulation) and `index.json` (the parameters, each clip's name, fold and target, each array's shape and sha256,
-the modulation statistics' version, and each clip's audio file: size, times, inode). Changing a feature parameter or the dataset's csv names a new cache; a cache whose
-checksums, shapes, dtypes or modulation version do not match, whose clip list is not the dataset's, or whose audio files have been
-replaced or touched since (or which predates that record), is rebuilt, never used; a clip whose audio file is
-missing is an error even then. Clips are decoded and transformed by `jobs` worker processes in chunks.
+decoded audio; only for features in dB, the only ones a texture network hears: has_modulation) and `index.json`
+(the parameters, each clip's name, fold and target, each array's shape and sha256, the modulation statistics'
+version, and each clip's audio file: size, times, inode). Changing a feature parameter or the dataset's csv names a
+new cache; a cache whose checksums, shapes, dtypes or modulation version do not match, whose clip list is not the
+dataset's, or whose audio files have been replaced or touched since (or which predates that record), is rebuilt,
+never used, with a note saying why (load_cache); a clip whose audio file is missing is an error even then. Clips are decoded and transformed by `jobs` worker processes in chunks.
 """
 
 import hashlib
@@ -25,7 +26,6 @@ from esccli import __version__, modulation
 from esccli.audio import load_audio
 from esccli.dataset import META_CSV, Clip, audio_path, length_problem, read_metadata
 from esccli.errors import AudioError, DatasetError, EscError
-from esccli.fetch import reinstall_command
 from esccli.features import FeatureParams, log_mel, pad_or_trim, params_basis
 from esccli.fsutil import atomic_write, atomic_write_text, folder_lock, remove_stale_temporaries, sha256_file
 from esccli.memory import physical_memory
@@ -169,6 +169,8 @@ def audio_paths(root: Path, clips: list[Clip]) -> list[Path]:
     for c in clips:
         p = audio_path(root, c.filename)
         if p is None:
+            from esccli.fetch import reinstall_command  # ssl and http: not in every featurize worker
+
             raise DatasetError(f"{c.filename} is listed in the csv but missing from {root / 'audio'}",
                                f"run `{reinstall_command(root)}` to reinstall ESC-50")
         paths.append(p)
@@ -326,6 +328,8 @@ def _featurize_files(paths: list[str], params: FeatureParams) -> tuple[np.ndarra
 
 def _damaged(path: str) -> str:
     """The hint for a clip of the installed dataset (root/audio/clip) that cannot be used."""
+    from esccli.fetch import reinstall_command  # ssl and http: imported by a worker only when a clip is bad
+
     return f"the installed ESC-50 is damaged: run `{reinstall_command(Path(path).parent.parent)}` to reinstall it"
 
 
@@ -368,14 +372,6 @@ def write_cache(folder: Path, fs: FeatureSet, csv_sha: str) -> None:
 
 class CacheProblem(Exception):
     """Why a feature cache that is there cannot be used (it is then rebuilt)."""
-
-
-def read_cache(folder: Path, params: FeatureParams) -> FeatureSet | None:
-    """The cached FeatureSet, or None when the cache is missing, damaged or for other parameters."""
-    try:
-        return load_cache(folder, params)
-    except (CacheProblem, FileNotFoundError):
-        return None
 
 
 def load_cache(folder: Path, params: FeatureParams) -> FeatureSet:

@@ -95,7 +95,7 @@ def float16_check(path: Path, stored: dict) -> dict:
     lm = checkpoint.load(path)
     fs = load_or_build(layout(BENCH_HOME), lm.params)
     x = torch.from_numpy(fs.features).float().unsqueeze(1)
-    mods = torch.from_numpy(fs.modulation) if needs_modulation(lm.model) else None
+    mods = fs.modulation_rows() if needs_modulation(lm.model) else None
     before = predict_logits(lm.model, x, "cpu", modulation=mods).softmax(-1)
     without_test_shifts(lm.model).load_state_dict(stored)  # copied into its float32 weights, as loading the file does
     after = predict_logits(lm.model, x, "cpu", modulation=mods).softmax(-1)

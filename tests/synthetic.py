@@ -96,3 +96,13 @@ def install(dataset: Path, home: Path) -> None:
     """Make the synthetic `dataset` the installed one in the data dir `home` (a link: tests never change it)."""
     home.mkdir(parents=True, exist_ok=True)
     (home / "ESC-50").symlink_to(dataset, target_is_directory=True)
+
+
+def read_cache(folder, params):
+    """The feature cache in `folder` as esc would use it, or None when it is missing or would be rebuilt."""
+    from esccli.featurize import CacheProblem, load_cache
+
+    try:
+        return load_cache(Path(folder), params)
+    except (CacheProblem, FileNotFoundError):
+        return None

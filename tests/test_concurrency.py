@@ -19,11 +19,11 @@ import torch
 
 from esccli import checkpoint
 from esccli.features import PRESETS, FeatureParams
-from esccli.featurize import cache_dir, load_or_build, read_cache
+from esccli.featurize import cache_dir, load_or_build
 from esccli.fsutil import sha256_file
 from esccli.models import ModelConfig, build_model
 from esccli.paths import layout
-from synthetic import install
+from synthetic import install, read_cache
 
 ARGS = ["--n-mels", "32", "--jobs", "1"]  # a small feature set, one worker each: the two cores are shared
 PARAMS = FeatureParams(**{**PRESETS["default"].to_dict(), "n_mels": 32})

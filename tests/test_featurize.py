@@ -25,10 +25,10 @@ from esccli.dataset import read_metadata
 from esccli.errors import DatasetError
 from esccli.features import PRESETS, FeatureParams, log_mel, pad_or_trim
 from esccli.featurize import (MEMORY_SHARE, FeatureParamsError, _featurize_files, audio_paths, build_bytes,
-                              check_params, compute_features, load_or_build, read_cache)
+                              check_params, compute_features, load_or_build)
 from esccli.fsutil import sha256_file
 from esccli.paths import layout
-from synthetic import assert_one_line_error, class_frequency, class_signal, install
+from synthetic import assert_one_line_error, class_frequency, class_signal, install, read_cache
 
 runner = CliRunner()
 PARAMS = FeatureParams(**TEST_PARAMS)  # the parameters of the shared synth_features build
